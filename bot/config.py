@@ -1,0 +1,171 @@
+"""Typed settings for the bot, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The sandbox keeps its sockets, data and logs here; the defaults below point at it.
+DEFAULT_SANDBOX_DIR = Path("/tmp/chatops-sandbox")
+
+
+def _env(name: str) -> Any:
+    """Read an optional secret from exactly one environment variable, without the prefix."""
+    return Field(default=None, validation_alias=AliasChoices(name))
+
+
+class ConfigError(Exception):
+    """Raised when a setting is invalid; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the bot; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATOPS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    environment: str = "sandbox"
+
+    # The platform (3dPot) and its dependencies.
+    platform_database_url: str = "postgresql://postgres@127.0.0.1:5432/chatops_platform"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    api_url: str = "http://127.0.0.1:18080"
+    prometheus_url: str = "http://127.0.0.1:9090"
+    s3_endpoint_url: str = "http://127.0.0.1:8333"
+    s3_bucket: str = "3dpot-platform"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str = Field(
+        default="chatops-sandbox", validation_alias=AliasChoices("AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr = Field(
+        default=SecretStr("chatops-sandbox-secret"),
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"),
+    )
+    docker_host: str = Field(
+        default=f"unix://{DEFAULT_SANDBOX_DIR}/podman.sock",
+        validation_alias=AliasChoices("DOCKER_HOST"),
+    )
+    compose_project: str = "3dpot"
+    backend_service: str = "backend"
+    log_paths: Annotated[list[str], NoDecode] = [f"{DEFAULT_SANDBOX_DIR}/logs/*.log*"]
+
+    # The bot's own state (approvals, MFA, incidents, audit trail); never the platform's database.
+    state_database_url: str = "postgresql://postgres@127.0.0.1:5432/chatops_state"
+
+    # Slack.
+    slack_bot_token: SecretStr | None = _env("SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = _env("SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
+    slack_api_url: str = "https://slack.com/api/"
+
+    # GitHub (RCA issues).
+    github_token: SecretStr | None = _env("GITHUB_TOKEN")
+    github_repo: str | None = None
+    github_api_url: str = "https://api.github.com"
+
+    # Encrypts secrets at rest in the bot's database (TOTP seeds).
+    secret_key: SecretStr | None = None
+
+    # Behaviour.
+    dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=3000, ge=1, le=65535)
+    log_level: str = "INFO"
+    sandbox_dir: Path = DEFAULT_SANDBOX_DIR
+
+    @field_validator("log_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "platform_database_url", "state_database_url", mode="after", check_fields=True
+    )
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("api_url", "prometheus_url", "s3_endpoint_url", "slack_api_url", "github_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return upper
+
+    def masked(self) -> dict[str, str]:
+        """Return every effective setting by its environment name, secrets masked."""
+        shown: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            env_name = _env_name(name, field.validation_alias)
+            if isinstance(value, SecretStr):
+                text = "********" if value.get_secret_value() else ""
+            elif value is None:
+                text = ""
+            elif isinstance(value, list):
+                text = ",".join(str(item) for item in value)
+            else:
+                text = _mask_url_password(str(value))
+            shown[env_name] = text
+        return shown
+
+
+def _env_name(field_name: str, alias: Any) -> str:
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return f"CHATOPS_{field_name.upper()}"
+
+
+def _mask_url_password(text: str) -> str:
+    """Hide a password embedded in a URL (scheme://user:password@host)."""
+    if "://" not in text or "@" not in text:
+        return text
+    scheme, rest = text.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    if ":" in credentials:
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:********@{host}"
+    return text
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings, turning a validation failure into a message that names the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            field_info = Settings.model_fields.get(field)
+            name = _env_name(field, field_info.validation_alias if field_info else None)
+            problems.append(f"{name}: {item['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems)) from None
