@@ -1,0 +1,59 @@
+"""S3-compatible object storage through boto3, run in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from adapters.base import DependencyError
+
+
+class StorageAdapter:
+    """The platform's bucket in S3-compatible storage (MinIO, S3, SeaweedFS)."""
+
+    name = "storage"
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        bucket: str,
+        access_key_id: str,
+        secret_access_key: str,
+        region: str,
+        timeout: float,
+    ) -> None:
+        self.bucket = bucket
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+            config=Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": 1, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def _head_bucket(self) -> str:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise DependencyError("not found", f"bucket {self.bucket} does not exist") from None
+            if status in (401, 403) or code in {"403", "AccessDenied", "InvalidAccessKeyId"}:
+                raise DependencyError("auth failed", f"access to bucket {self.bucket} denied") from None
+            raise
+        return f"bucket {self.bucket} reachable"
+
+    async def ping(self) -> str:
+        """Check that the platform bucket exists and the credentials may read it."""
+        return await asyncio.to_thread(self._head_bucket)

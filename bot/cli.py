@@ -1,0 +1,143 @@
+"""`chatops`: every slash command from a terminal, plus serve, config and the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from bot.commands_registry import COMMANDS, Invocation
+from bot.config import ConfigError, Settings, load_settings
+from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
+from bot.observability import configure_logging
+from bot.render.common import terminal_console
+from bot.services import Services
+from bot.state import migrate
+from commands.base import UsageError
+
+EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
+
+log = structlog.get_logger("chatops.cli")
+
+
+def usage_text() -> str:
+    """Describe the CLI."""
+    lines = [
+        "usage: chatops <command> [arguments] [--json]",
+        "",
+        "Slash commands (same arguments as in Slack):",
+    ]
+    lines += [f"  {name:<10} {spec.summary}" for name, spec in COMMANDS.items()]
+    lines += [
+        "",
+        "Bot:",
+        "  serve      run the Slack app (Socket Mode with SLACK_APP_TOKEN, else HTTP) with /metrics and /healthz",
+        "  config     print the effective settings, secrets masked",
+        "  migrate    apply the bot's database migrations",
+        "  sandbox    up [--version vX.Y.Z] | status | down [--purge] | fault key=value ...: the local stand-in platform",
+        "",
+        "Exit codes: 0 healthy, 1 degraded or down, 2 usage or configuration error.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    args = [arg for arg in args if arg != "--json"]
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(usage_text())
+        return EXIT_OK if args else EXIT_USAGE
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"chatops: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    # The terminal shows results; only errors of the bot itself go to stderr as log lines.
+    configure_logging("ERROR" if args[0] != "serve" else settings.log_level)
+    name, rest = args[0], args[1:]
+    if name == "config":
+        return _print_config(settings, as_json)
+    if name == "serve":
+        from bot.server import serve
+
+        return asyncio.run(serve(settings))
+    if name == "migrate":
+        return asyncio.run(_migrate(settings))
+    if name == "sandbox":
+        from bot.sandbox_cli import run_sandbox
+
+        return run_sandbox(settings, rest, as_json)
+    return asyncio.run(run_command(settings, name, rest, as_json))
+
+
+async def run_command(settings: Settings, name: str, tokens: list[str], as_json: bool) -> int:
+    """Run one slash command from the terminal and print its result."""
+    try:
+        spec = lookup(name)
+    except UsageError as error:
+        print(f"chatops: {error.message}\n\n{usage_text()}", file=sys.stderr)
+        return EXIT_USAGE
+    services = Services.build(settings)
+    try:
+        await _migrate_quietly(services)
+        invocation = Invocation(request_id=new_request_id(), source="cli", user_id=settings_user(settings))
+        try:
+            result = await execute(spec, services, tokens, invocation)
+        except UsageError as error:
+            print(f"chatops {spec.name}: {error.message}", file=sys.stderr)
+            print(f"usage: {error.usage or spec.usage}", file=sys.stderr)
+            return EXIT_USAGE
+        except CommandTimeout as error:
+            print(f"chatops {spec.name}: {error}", file=sys.stderr)
+            return EXIT_DEGRADED
+        if as_json:
+            print(result.model_dump_json(indent=2))
+        else:
+            spec.terminal(result, terminal_console())
+        return result.exit_code()
+    finally:
+        await services.aclose()
+
+
+def settings_user(settings: Settings) -> str | None:
+    """Name the operator at the terminal (later issues configure it explicitly)."""
+    return None
+
+
+async def _migrate_quietly(services: Services) -> None:
+    # A terminal command must work when the bot's own database is down: migrations are best effort.
+    try:
+        await asyncio.wait_for(migrate(services.state_db), timeout=services.settings.dependency_timeout_seconds)
+    except Exception as error:
+        log.warning("state_db_not_migrated", error=type(error).__name__)
+
+
+async def _migrate(settings: Settings) -> int:
+    services = Services.build(settings)
+    try:
+        applied = await migrate(services.state_db)
+    finally:
+        await services.aclose()
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return EXIT_OK
+
+
+def _print_config(settings: Settings, as_json: bool) -> int:
+    shown = settings.masked()
+    if as_json:
+        print(json.dumps(shown, indent=2))
+    else:
+        width = max(len(key) for key in shown)
+        for key, value in shown.items():
+            print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Every command the bot knows: how to parse, run and render it, for Slack and the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from bot.render import health as health_render
+from bot.render.common import Block
+from bot.services import Services
+from commands import health
+from commands.base import CommandResult
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who ran a command, from where, under which request id."""
+
+    request_id: str
+    source: str  # "slack" or "cli"
+    user_id: str | None = None
+    channel_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command: its grammar, its run, its renderings."""
+
+    name: str
+    summary: str
+    usage: str
+    run: Callable[[Services, list[str], Invocation], Awaitable[CommandResult]]
+    blocks: Callable[[Any], list[Block]]
+    text: Callable[[Any], str]
+    terminal: Callable[[Any, Console], None]
+    timeout_seconds: float = 60.0
+
+
+async def _run_health(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    health.parse(tokens)
+    return await health.check_health(
+        services.platform_dependencies(),
+        services.bot_dependencies(),
+        timeout=services.settings.dependency_timeout_seconds,
+    )
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec(
+            name="health",
+            summary="API, PostgreSQL, Redis, storage, Prometheus, engine and the bot's own dependencies",
+            usage=health.USAGE,
+            run=_run_health,
+            blocks=health_render.blocks,
+            text=health_render.summary_text,
+            terminal=health_render.terminal,
+        ),
+    )
+}
+
+COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)

@@ -1,0 +1,100 @@
+"""Run one command the same way whether it came from Slack or the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+
+from bot.commands_registry import COMMANDS, CommandSpec, Invocation
+from bot.services import Services
+from commands.base import CommandResult, UsageError
+
+log = structlog.get_logger("chatops.dispatch")
+
+# Recording a run is bookkeeping: it must never delay or fail the command itself.
+_RECORD_TIMEOUT = 1.0
+
+
+class CommandTimeout(Exception):
+    """The command as a whole took longer than its limit."""
+
+
+def new_request_id() -> str:
+    """Make a request id for one command."""
+    return uuid.uuid4().hex[:16]
+
+
+def lookup(name: str) -> CommandSpec:
+    """Find a command by name (with or without the slash)."""
+    spec = COMMANDS.get(name.lstrip("/"))
+    if spec is None:
+        known = ", ".join(f"/{item}" for item in COMMANDS)
+        raise UsageError(f"unknown command `{name[:40]}`; known: {known}")
+    return spec
+
+
+async def execute(
+    spec: CommandSpec, services: Services, tokens: list[str], invocation: Invocation
+) -> CommandResult:
+    """Parse and run a command with its metrics, its log context and its overall time limit."""
+    structlog.contextvars.bind_contextvars(request_id=invocation.request_id, command=spec.name)
+    started = time.perf_counter()
+    started_at = datetime.now(UTC)
+    outcome = "error"
+    try:
+        try:
+            result = await asyncio.wait_for(
+                spec.run(services, tokens, invocation), timeout=spec.timeout_seconds
+            )
+        except (asyncio.TimeoutError, TimeoutError):
+            raise CommandTimeout(
+                f"/{spec.name} did not finish within {spec.timeout_seconds:g} s"
+            ) from None
+        outcome = "ok" if result.ok else "degraded"
+        return result
+    except UsageError:
+        outcome = "usage"
+        raise
+    except Exception:
+        services.metrics.command_failures.labels(spec.name).inc()
+        log.exception("command_failed")
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        services.metrics.commands.labels(spec.name, invocation.source, outcome).inc()
+        services.metrics.command_duration.labels(spec.name).observe(elapsed)
+        log.info("command_done", outcome=outcome, duration_ms=round(elapsed * 1000, 1), source=invocation.source)
+        await _record_run(services, spec, tokens, invocation, started_at, outcome)
+        structlog.contextvars.unbind_contextvars("request_id", "command")
+
+
+async def _record_run(
+    services: Services,
+    spec: CommandSpec,
+    tokens: list[str],
+    invocation: Invocation,
+    started_at: datetime,
+    outcome: str,
+) -> None:
+    try:
+        async with asyncio.timeout(_RECORD_TIMEOUT):
+            async with services.state_db.connection() as conn:
+                await conn.execute(
+                    """INSERT INTO command_runs (request_id, command, arguments, source, user_id,
+                           channel_id, started_at, finished_at, outcome)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)""",
+                    invocation.request_id,
+                    spec.name,
+                    " ".join(tokens)[:2000],
+                    invocation.source,
+                    invocation.user_id,
+                    invocation.channel_id,
+                    started_at,
+                    outcome,
+                )
+    except Exception as error:  # the state database being down must not fail the command
+        log.warning("command_run_not_recorded", error=type(error).__name__)

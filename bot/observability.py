@@ -1,0 +1,64 @@
+"""The bot's own structured logs and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log structured JSON lines to stderr; the request id comes from contextvars."""
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+class BotMetrics:
+    """Counters and histograms of what the bot does, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "chatops_commands_total",
+            "Commands run, by command, source and outcome.",
+            ["command", "source", "outcome"],
+            registry=self.registry,
+        )
+        self.command_duration = Histogram(
+            "chatops_command_duration_seconds",
+            "Time from receiving a command to having its result.",
+            ["command"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.command_failures = Counter(
+            "chatops_command_failures_total",
+            "Commands that raised instead of returning a result.",
+            ["command"],
+            registry=self.registry,
+        )
+        self.ack_latency = Histogram(
+            "chatops_ack_latency_seconds",
+            "Time from a Slack request arriving to its acknowledgement.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
+            registry=self.registry,
+        )
+        self.slack_api_errors = Counter(
+            "chatops_slack_api_errors_total",
+            "Slack Web API calls that failed, by method and error.",
+            ["method", "error"],
+            registry=self.registry,
+        )

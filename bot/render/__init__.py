@@ -1,0 +1,1 @@
+"""Turn command results into Block Kit, terminal output and JSON."""

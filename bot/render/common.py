@@ -1,0 +1,68 @@
+"""Pieces of rendering shared by every command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+Block = dict[str, Any]
+
+STATUS_EMOJI = {
+    "ok": ":large_green_circle:",
+    "healthy": ":large_green_circle:",
+    "warn": ":large_yellow_circle:",
+    "degraded": ":large_yellow_circle:",
+    "critical": ":red_circle:",
+    "down": ":red_circle:",
+    "unknown": ":white_circle:",
+}
+STATUS_STYLE = {
+    "ok": "green",
+    "healthy": "green",
+    "warn": "yellow",
+    "degraded": "yellow",
+    "critical": "red",
+    "down": "red",
+    "unknown": "dim",
+}
+SECTION_LIMIT = 3000
+HEADER_LIMIT = 150
+
+
+def clip(text: str, limit: int) -> str:
+    """Cut text to a Block Kit limit, marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def header(text: str) -> Block:
+    """Build a header block."""
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, HEADER_LIMIT)}}
+
+
+def section(markdown: str) -> Block:
+    """Build a section block of mrkdwn text."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(markdown, SECTION_LIMIT)}}
+
+
+def context(markdown: str) -> Block:
+    """Build a context block of small mrkdwn text."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(markdown, SECTION_LIMIT)}]}
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def error_text(message: str, usage: str = "") -> str:
+    """Write a command error (shown to the caller only) with the usage when there is one."""
+    text = f":warning: {escape(message)}"
+    if usage:
+        text += f"\nUsage: `{escape(usage)}`"
+    return text
+
+
+def terminal_console(no_color: bool = False) -> Console:
+    """Build the console the CLI prints to."""
+    return Console(no_color=no_color, highlight=False, soft_wrap=True)

@@ -1,0 +1,94 @@
+"""`chatops serve`: the Slack app over HTTP or Socket Mode, with /metrics and /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.config import Settings
+from bot.services import Services, build_slack_client
+from bot.slack_app import build_slack_app
+from bot.state import migrate
+
+log = structlog.get_logger("chatops.server")
+
+
+def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
+    """Build the HTTP app: Slack events and commands, metrics, liveness."""
+    handler = AsyncSlackRequestHandler(slack_app)
+
+    async def slack_events(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await handler.handle(request)
+        # Bolt answers once the handler has called ack(): this is the latency Slack sees.
+        services.metrics.ack_latency.observe(time.perf_counter() - started)
+        return response
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+
+
+async def prepare(settings: Settings) -> tuple[Services, AsyncApp, Starlette]:
+    """Build the services, migrate the bot's database (best effort) and the apps."""
+    services = Services.build(settings)
+    try:
+        applied = await asyncio.wait_for(migrate(services.state_db), timeout=30)
+        log.info("state_db_migrated", applied=applied)
+    except Exception as error:
+        # The bot still starts: /health will say the state database is down.
+        log.error("state_db_not_migrated", error=f"{type(error).__name__}: {error}")
+    slack_app = build_slack_app(services, build_slack_client(settings))
+    return services, slack_app, build_web_app(services, slack_app)
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM, then drain and close."""
+    if settings.slack_bot_token is None:
+        log.error("missing_setting", setting="SLACK_BOT_TOKEN")
+        print("chatops serve: SLACK_BOT_TOKEN is not set")
+        return 2
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        print("chatops serve: set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
+        return 2
+    services, slack_app, web_app = await prepare(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            web_app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off"
+        )
+    )
+    socket_handler = None
+    try:
+        if settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            socket_handler = AsyncSocketModeHandler(slack_app, settings.slack_app_token.get_secret_value())
+            await socket_handler.connect_async()
+            log.info("socket_mode_connected")
+        log.info("serving", host=settings.http_host, port=settings.http_port)
+        await server.serve()
+    finally:
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        await services.aclose()
+    return 0

@@ -1,0 +1,108 @@
+"""The adapters, built once at start-up from settings and passed to every command."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.base import Pingable
+from adapters.engine import EngineAdapter
+from adapters.github import GitHubAdapter
+from adapters.http_api import PlatformApiAdapter
+from adapters.postgres import PostgresAdapter
+from adapters.prometheus import PrometheusAdapter
+from adapters.redis_store import RedisAdapter
+from adapters.slack_api import SlackAdapter
+from adapters.storage import StorageAdapter
+from bot.config import Settings
+from bot.observability import BotMetrics
+
+
+@dataclass
+class Services:
+    """Every outside system the bot talks to, one adapter each."""
+
+    settings: Settings
+    platform_db: PostgresAdapter
+    state_db: PostgresAdapter
+    redis: RedisAdapter
+    api: PlatformApiAdapter
+    storage: StorageAdapter
+    prometheus: PrometheusAdapter
+    engine: EngineAdapter
+    metrics: BotMetrics
+    slack: SlackAdapter | None = None
+    github: GitHubAdapter | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, metrics: BotMetrics | None = None) -> Services:
+        """Build every adapter; none of them connects until first used."""
+        timeout = settings.dependency_timeout_seconds
+        slack = None
+        if settings.slack_bot_token is not None:
+            slack = SlackAdapter(build_slack_client(settings))
+        github = None
+        if settings.github_token is not None and settings.github_repo:
+            github = GitHubAdapter(
+                settings.github_api_url,
+                settings.github_repo,
+                settings.github_token.get_secret_value(),
+                timeout,
+            )
+        return cls(
+            settings=settings,
+            platform_db=PostgresAdapter("postgres", settings.platform_database_url, timeout),
+            state_db=PostgresAdapter("state-db", settings.state_database_url, timeout),
+            redis=RedisAdapter(settings.redis_url, timeout),
+            api=PlatformApiAdapter(settings.api_url, timeout),
+            storage=StorageAdapter(
+                settings.s3_endpoint_url,
+                settings.s3_bucket,
+                settings.aws_access_key_id,
+                settings.aws_secret_access_key.get_secret_value(),
+                settings.s3_region,
+                timeout,
+            ),
+            prometheus=PrometheusAdapter(settings.prometheus_url, timeout),
+            engine=EngineAdapter(
+                settings.docker_host, settings.compose_project, settings.backend_service, timeout
+            ),
+            metrics=metrics or BotMetrics(),
+            slack=slack,
+            github=github,
+        )
+
+    def platform_dependencies(self) -> list[Pingable]:
+        """Return the platform's systems, in the runbook's order."""
+        return [self.api, self.platform_db, self.redis, self.storage, self.prometheus, self.engine]
+
+    def bot_dependencies(self) -> list[Pingable]:
+        """Return the systems only the bot needs."""
+        found: list[Pingable] = [self.state_db]
+        if self.slack is not None:
+            found.append(self.slack)
+        if self.github is not None:
+            found.append(self.github)
+        return found
+
+    async def aclose(self) -> None:
+        """Close every connection, each within a bounded time."""
+        closers = [
+            self.platform_db.aclose(),
+            self.state_db.aclose(),
+            self.redis.aclose(),
+            self.api.aclose(),
+            asyncio.to_thread(self.engine.close),
+        ]
+        if self.github is not None:
+            closers.append(self.github.aclose())
+        await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True), timeout=10)
+
+
+def build_slack_client(settings: Settings) -> AsyncWebClient:
+    """Build the Slack Web API client, pointed at the configured API base (a fake in tests)."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
