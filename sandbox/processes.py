@@ -1,0 +1,189 @@
+"""Start, find and stop the sandbox's detached background processes through pid files."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+
+class SandboxError(RuntimeError):
+    """Raised when a sandbox component cannot be started or reached."""
+
+
+# Popen objects of children started by this process, kept so they can be reaped (no zombies, no
+# ResourceWarning) and waited on; processes started by an earlier CLI call are found by pid file.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _proc_state(pid: int) -> str | None:
+    """Return the one-letter state of `pid` from /proc, or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces; the state follows it.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def pid_alive(pid: int, expect: str | None = None) -> bool:
+    """Return True if `pid` runs (not a zombie) and, given `expect`, its argv[0] contains it."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        _CHILDREN.pop(pid, None)
+        return False
+    state = _proc_state(pid)
+    if state is None or state in ("Z", "X"):
+        return False
+    if expect is not None:
+        # Guards against a recycled pid now belonging to an unrelated program.
+        argv = _cmdline(pid)
+        return bool(argv) and expect in os.path.basename(argv[0])
+    return True
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """Return the pid stored in `pid_file`, or None."""
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(pid_file: Path, expect: str) -> int | None:
+    """Return the pid in `pid_file` if that process still runs as `expect`, else None."""
+    pid = read_pid(pid_file)
+    if pid is not None and pid_alive(pid, expect):
+        return pid
+    return None
+
+
+def spawn(
+    argv: Sequence[str],
+    pid_file: Path,
+    output: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start `argv` detached in its own session, output appended to `output`; return its pid."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {argv[0]}\n".encode())
+        out.flush()
+        # A new session keeps the process out of the caller's process group: Ctrl-C in the
+        # CLI or the end of a pytest run must not take the sandbox down with it.
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def terminate(pid_file: Path, expect: str, timeout: float = 10.0) -> bool:
+    """Stop the process in `pid_file` (SIGTERM, then SIGKILL); return True if one was running."""
+    pid = running_pid(pid_file, expect)
+    was_running = pid is not None
+    if pid is not None:
+        _signal(pid, signal.SIGTERM)
+        if not wait_dead(pid, timeout):
+            _signal(pid, signal.SIGKILL)
+            wait_dead(pid, 5.0)
+    with contextlib.suppress(FileNotFoundError):
+        pid_file.unlink()
+    return was_running
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def wait_dead(pid: int, timeout: float) -> bool:
+    """Wait until `pid` has exited (reaping it if it is our child); return True if it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child = _CHILDREN.get(pid)
+        if child is not None:
+            try:
+                child.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            _CHILDREN.pop(pid, None)
+            return True
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def output_tail(output: Path, lines: int = 15) -> str:
+    """Return the last lines of a process output file, for error messages."""
+    try:
+        text = output.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    pid: int | None = None,
+    output: Path | None = None,
+    interval: float = 0.1,
+) -> None:
+    """Poll `check` until true; fail early if `pid` dies, and after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if pid is not None and not pid_alive(pid):
+            tail = output_tail(output) if output else ""
+            raise SandboxError(f"{what}: the process exited while starting\n{tail}".rstrip())
+        if time.monotonic() >= deadline:
+            tail = output_tail(output) if output else ""
+            raise SandboxError(f"{what}: not ready after {timeout:.0f}s\n{tail}".rstrip())
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout: float = 300.0) -> Iterator[None]:
+    """Hold an exclusive lock on `path` so that concurrent `up`/`down` calls take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SandboxError(f"another sandbox operation holds {path}") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
