@@ -34,10 +34,12 @@ def usage_text() -> str:
     lines += [
         "",
         "Bot:",
-        "  serve      run the Slack app (Socket Mode with SLACK_APP_TOKEN, else HTTP) with /metrics and /healthz",
+        "  serve      run the Slack app (Socket Mode with SLACK_APP_TOKEN, else HTTP),",
+        "             with /metrics and /healthz",
         "  config     print the effective settings, secrets masked",
         "  migrate    apply the bot's database migrations",
-        "  sandbox    up [--version vX.Y.Z] | status | down [--purge] | fault key=value ...: the local stand-in platform",
+        "  sandbox    up [--version vX.Y.Z] | status | down [--purge] | fault key=value ...",
+        "             the local stand-in 3dPot platform",
         "",
         "Exit codes: 0 healthy, 1 degraded or down, 2 usage or configuration error.",
     ]
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name == "serve":
         from bot.server import serve
 
-        return asyncio.run(serve(settings))
+        return int(asyncio.run(serve(settings)))
     if name == "migrate":
         return asyncio.run(_migrate(settings))
     if name == "sandbox":
@@ -112,7 +114,9 @@ def settings_user(settings: Settings) -> str | None:
 async def _migrate_quietly(services: Services) -> None:
     # A terminal command must work when the bot's own database is down: migrations are best effort.
     try:
-        await asyncio.wait_for(migrate(services.state_db), timeout=services.settings.dependency_timeout_seconds)
+        await asyncio.wait_for(
+            migrate(services.state_db), timeout=services.settings.dependency_timeout_seconds
+        )
     except Exception as error:
         log.warning("state_db_not_migrated", error=type(error).__name__)
 

@@ -88,9 +88,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator(
-        "platform_database_url", "state_database_url", mode="after", check_fields=True
-    )
+    @field_validator("platform_database_url", "state_database_url", mode="after", check_fields=True)
     @classmethod
     def _postgres_url(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):

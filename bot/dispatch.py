@@ -50,10 +50,8 @@ async def execute(
             result = await asyncio.wait_for(
                 spec.run(services, tokens, invocation), timeout=spec.timeout_seconds
             )
-        except (asyncio.TimeoutError, TimeoutError):
-            raise CommandTimeout(
-                f"/{spec.name} did not finish within {spec.timeout_seconds:g} s"
-            ) from None
+        except TimeoutError:
+            raise CommandTimeout(f"/{spec.name} did not finish within {spec.timeout_seconds:g} s") from None
         outcome = "ok" if result.ok else "degraded"
         return result
     except UsageError:
@@ -67,7 +65,9 @@ async def execute(
         elapsed = time.perf_counter() - started
         services.metrics.commands.labels(spec.name, invocation.source, outcome).inc()
         services.metrics.command_duration.labels(spec.name).observe(elapsed)
-        log.info("command_done", outcome=outcome, duration_ms=round(elapsed * 1000, 1), source=invocation.source)
+        log.info(
+            "command_done", outcome=outcome, duration_ms=round(elapsed * 1000, 1), source=invocation.source
+        )
         await _record_run(services, spec, tokens, invocation, started_at, outcome)
         structlog.contextvars.unbind_contextvars("request_id", "command")
 

@@ -83,12 +83,12 @@ async def serve(settings: Settings) -> int:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             socket_handler = AsyncSocketModeHandler(slack_app, settings.slack_app_token.get_secret_value())
-            await socket_handler.connect_async()
+            await socket_handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("socket_mode_connected")
         log.info("serving", host=settings.http_host, port=settings.http_port)
         await server.serve()
     finally:
         if socket_handler is not None:
-            await socket_handler.close_async()
+            await socket_handler.close_async()  # type: ignore[no-untyped-call]
         await services.aclose()
     return 0

@@ -40,18 +40,20 @@ def build_slack_app(services: Services, client: AsyncWebClient) -> AsyncApp:
 
 
 def _handler(spec: CommandSpec, services: Services) -> Any:
-    async def handle(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
+    async def handle(
+        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
         await ack()  # first, before any I/O: Slack gives us three seconds
         channel = command.get("channel_id", "")
         user = command.get("user_id", "")
-        invocation = Invocation(
-            request_id=new_request_id(), source="slack", user_id=user, channel_id=channel
-        )
+        invocation = Invocation(request_id=new_request_id(), source="slack", user_id=user, channel_id=channel)
         try:
             tokens = tokenize(command.get("text", ""))
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
-            await _tell_caller(client, respond, channel, user, error_text(error.message, error.usage or spec.usage))
+            await _tell_caller(
+                client, respond, channel, user, error_text(error.message, error.usage or spec.usage)
+            )
             return
         except CommandTimeout as error:
             await _tell_caller(client, respond, channel, user, error_text(str(error)))

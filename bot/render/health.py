@@ -30,9 +30,8 @@ def blocks(report: HealthReport) -> list[Block]:
         lines = []
         for check in (item for item in report.checks if item.group == group):
             emoji = STATUS_EMOJI[check.status]
-            lines.append(
-                f"{emoji} *{check.name}* {_status_word(check)} · {check.latency_ms:.0f} ms — {escape(check.detail)}"
-            )
+            timing = f"{check.latency_ms:.0f} ms"
+            lines.append(f"{emoji} *{check.name}* {_status_word(check)} · {timing} — {escape(check.detail)}")
         if lines:
             result.append(section(f"*{title}*\n" + "\n".join(lines)))
     result.append(

@@ -1,0 +1,5 @@
+"""Run the CLI as `python -m bot`."""
+
+from bot.cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,138 @@
+"""`/health` against real services, up, down, hung and misconfigured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.services import Services
+from commands.health import HealthReport, check_health
+from tests.netutil import free_port, silent_server
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_for(**overrides: object) -> Settings:
+    """Build settings from defaults (the sandbox) plus overrides, ignoring any .env file."""
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+async def health_of(settings: Settings) -> HealthReport:
+    services = Services.build(settings)
+    try:
+        return await check_health(
+            services.platform_dependencies(),
+            services.bot_dependencies(),
+            timeout=settings.dependency_timeout_seconds,
+        )
+    finally:
+        await services.aclose()
+
+
+def by_name(report: HealthReport) -> dict[str, tuple[str, str | None, str]]:
+    return {check.name: (check.status, check.reason, check.detail) for check in report.checks}
+
+
+async def test_hung_dependencies_are_reported_as_timeouts_within_the_timeout() -> None:
+    with silent_server() as port:
+        hung = f"127.0.0.1:{port}"
+        settings = settings_for(
+            api_url=f"http://{hung}",
+            prometheus_url=f"http://{hung}",
+            s3_endpoint_url=f"http://{hung}",
+            redis_url=f"redis://{hung}/0",
+            platform_database_url=f"postgresql://postgres@{hung}/platform",
+            state_database_url=f"postgresql://postgres@{hung}/state",
+            docker_host=f"tcp://{hung}",
+            dependency_timeout_seconds=0.5,
+        )
+        started = time.perf_counter()
+        report = await health_of(settings)
+        elapsed = time.perf_counter() - started
+    checks = by_name(report)
+    assert set(checks) == {"api", "postgres", "redis", "storage", "prometheus", "engine", "state-db"}
+    for name, (status, reason, _) in checks.items():
+        assert (status, reason) == ("down", "timeout"), name
+    assert report.verdict == "down"
+    # Concurrent checks: the whole report comes back within about one timeout, not seven.
+    assert elapsed < 0.5 + 1.0
+
+
+async def test_dead_ports_are_reported_as_refused() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    settings = settings_for(
+        api_url=f"http://{dead}",
+        prometheus_url=f"http://{dead}",
+        s3_endpoint_url=f"http://{dead}",
+        redis_url=f"redis://{dead}/0",
+        platform_database_url=f"postgresql://postgres@{dead}/platform",
+        docker_host=f"tcp://{dead}",
+    )
+    checks = by_name(await health_of(settings))
+    for name in ("api", "postgres", "redis", "storage", "prometheus", "engine"):
+        assert checks[name][:2] == ("down", "refused"), (name, checks[name])
+    # The bot's own database still answers: one failure does not hide the others.
+    assert checks["state-db"][0] in {"ok", "down"}
+
+
+async def test_missing_database_is_reported_as_not_found() -> None:
+    settings = settings_for(platform_database_url="postgresql://postgres@127.0.0.1:5432/no_such_db_here")
+    status, reason, detail = by_name(await health_of(settings))["postgres"]
+    assert (status, reason) == ("down", "not found")
+    assert "no_such_db_here" in detail
+
+
+def test_cli_usage_error_exits_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "health", "now"], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert done.returncode == 2
+    assert "unexpected argument `now`" in done.stderr
+
+
+def test_cli_json_reports_each_component_and_exits_1_when_down() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "CHATOPS_API_URL": f"http://{dead}", "CHATOPS_DEPENDENCY_TIMEOUT_SECONDS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "health", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["verdict"] == "down"
+    names = {check["name"] for check in report["checks"]}
+    assert {"api", "postgres", "redis", "storage", "prometheus", "engine", "state-db"} <= names
+    api = next(check for check in report["checks"] if check["name"] == "api")
+    assert (api["status"], api["reason"]) == ("down", "refused")
+
+
+def test_invalid_setting_stops_with_its_name() -> None:
+    env = {**os.environ, "CHATOPS_DEPENDENCY_TIMEOUT_SECONDS": "soon"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "health"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+    )
+    assert done.returncode == 2
+    assert "CHATOPS_DEPENDENCY_TIMEOUT_SECONDS" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["config"], ["config", "--json"]])
+def test_config_masks_secrets(command: list[str]) -> None:
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-very-secret", "AWS_SECRET_ACCESS_KEY": "s3-very-secret"}
+    env["CHATOPS_STATE_DATABASE_URL"] = "postgresql://bot:hunter2@127.0.0.1:5432/chatops_state"
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", *command], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+    )
+    assert done.returncode == 0
+    assert "very-secret" not in done.stdout and "hunter2" not in done.stdout
+    assert "SLACK_BOT_TOKEN" in done.stdout and "CHATOPS_STATE_DATABASE_URL" in done.stdout
