@@ -114,7 +114,9 @@ def _classify_by_type(error: BaseException) -> DependencyError | None:
     if isinstance(error, (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError)):
         return DependencyError("timeout", "no answer in time")
     if isinstance(error, botocore.exceptions.EndpointConnectionError):
-        return DependencyError("refused", _short(f"cannot connect to {error.kwargs.get('endpoint_url', '?')}"))
+        return DependencyError(
+            "refused", _short(f"cannot connect to {error.kwargs.get('endpoint_url', '?')}")
+        )
     if isinstance(error, requests.Timeout):
         return DependencyError("timeout", "no answer in time")
     if isinstance(error, requests.ConnectionError):

@@ -27,9 +27,7 @@ class PlatformApiAdapter:
         status = body.get("status") if isinstance(body, dict) else None
         if response.status_code != 200 or status != "healthy":
             shown = body if body is not None else response.text[:120]
-            raise DependencyError(
-                "unexpected answer", f"/health answered {response.status_code} {shown}"
-            )
+            raise DependencyError("unexpected answer", f"/health answered {response.status_code} {shown}")
         version = body.get("version")
         return f"healthy ({version})" if version else "healthy"
 

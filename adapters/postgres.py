@@ -62,5 +62,5 @@ class PostgresAdapter:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), timeout=5)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pool.terminate()
