@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from bot.render import health as health_render
-from bot.render.common import Block
+from bot.render.common import SlackReply
 from bot.services import Services
 from commands import health
 from commands.base import CommandResult
@@ -33,8 +33,7 @@ class CommandSpec:
     summary: str
     usage: str
     run: Callable[[Services, list[str], Invocation], Awaitable[CommandResult]]
-    blocks: Callable[[Any], list[Block]]
-    text: Callable[[Any], str]
+    slack: Callable[[Any], SlackReply]
     terminal: Callable[[Any, Console], None]
     timeout_seconds: float = 60.0
 
@@ -56,8 +55,7 @@ COMMANDS: dict[str, CommandSpec] = {
             summary="API, PostgreSQL, Redis, storage, Prometheus, engine and the bot's own dependencies",
             usage=health.USAGE,
             run=_run_health,
-            blocks=health_render.blocks,
-            text=health_render.summary_text,
+            slack=health_render.slack,
             terminal=health_render.terminal,
         ),
     )

@@ -11,7 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.dispatch import CommandTimeout, execute, new_request_id
-from bot.render.common import Block, error_text
+from bot.render.common import SlackReply, error_text
 from bot.services import Services
 from commands.base import CommandResult, UsageError, tokenize
 
@@ -82,21 +82,42 @@ async def post_result(
     services: Services,
     thread_ts: str | None = None,
 ) -> str | None:
-    """Post a result in the channel for everyone; return the message timestamp."""
-    blocks: list[Block] = spec.blocks(result)
-    text = spec.text(result)
+    """Post a result for everyone: the main message, then its thread and files; return its ts."""
+    reply: SlackReply = spec.slack(result)
+    main = reply.main
     try:
-        answer = await client.chat_postMessage(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts)
-        return str(answer.get("ts"))
+        answer = await client.chat_postMessage(
+            channel=channel, text=main.text, blocks=main.blocks, thread_ts=thread_ts
+        )
     except SlackApiError as error:
-        code = str(error.response.get("error", "")) if error.response else ""
+        code = _error_code(error)
         services.metrics.slack_api_errors.labels("chat.postMessage", code or "unknown").inc()
         log.warning("post_failed", error=code)
         if code not in _NOT_POSTABLE:
             raise
-    # The bot is not in that channel (a private one or a DM): the response_url still works there.
-    await respond(text=text, blocks=blocks, response_type="in_channel")
-    return None
+        # The bot is not in that channel (a private one or a DM): the response_url still works there.
+        await respond(text=main.text, blocks=main.blocks, response_type="in_channel")
+        return None
+    ts = str(answer.get("ts"))
+    parent = thread_ts or ts
+    for message in reply.thread:
+        await client.chat_postMessage(
+            channel=channel, text=message.text, blocks=message.blocks, thread_ts=parent
+        )
+    for upload in reply.files:
+        await client.files_upload_v2(
+            channel=channel,
+            thread_ts=parent,
+            filename=upload.filename,
+            content=upload.content,
+            title=upload.title,
+            alt_txt=upload.alt_text or None,
+        )
+    return ts
+
+
+def _error_code(error: SlackApiError) -> str:
+    return str(error.response.get("error", "")) if error.response else ""
 
 
 async def _tell_caller(

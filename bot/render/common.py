@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 
 Block = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Slack message: fallback text (notifications, screen readers) and blocks."""
+
+    text: str
+    blocks: list[Block]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file to post in the reply's thread (an export, a graph)."""
+
+    filename: str
+    content: bytes
+    title: str
+    alt_text: str = ""
+
+
+@dataclass(frozen=True)
+class SlackReply:
+    """What a command says in Slack: a message in the channel, evidence and files in its thread."""
+
+    main: Message
+    thread: list[Message] = field(default_factory=list)
+    files: list[Upload] = field(default_factory=list)
+
 
 STATUS_EMOJI = {
     "ok": ":large_green_circle:",

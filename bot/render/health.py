@@ -6,7 +6,17 @@ from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from bot.render.common import STATUS_EMOJI, STATUS_STYLE, Block, context, escape, header, section
+from bot.render.common import (
+    STATUS_EMOJI,
+    STATUS_STYLE,
+    Block,
+    Message,
+    SlackReply,
+    context,
+    escape,
+    header,
+    section,
+)
 from commands.health import Check, HealthReport
 
 
@@ -41,6 +51,11 @@ def blocks(report: HealthReport) -> list[Block]:
         )
     )
     return result
+
+
+def slack(report: HealthReport) -> SlackReply:
+    """Build the Slack reply: one message in the channel."""
+    return SlackReply(main=Message(text=summary_text(report), blocks=blocks(report)))
 
 
 def terminal(report: HealthReport, console: Console) -> None:
