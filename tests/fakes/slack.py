@@ -373,9 +373,7 @@ class FakeSlack:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self._port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._port = int(self._runner.addresses[0][1])
 
     # ------------------------------------------------------------------ state set-up
 
@@ -429,7 +427,7 @@ class FakeSlack:
     ) -> dict[str, Any]:
         """Create (or replace) a user that users.info answers for."""
         real = real_name or name
-        user = {
+        user: dict[str, Any] = {
             "id": user_id,
             "team_id": self.team_id,
             "name": name,
@@ -679,7 +677,7 @@ class FakeSlack:
             elif ctype == "multipart/form-data":
                 form = await request.post()
                 for key, value in form.items():
-                    params[key] = value if isinstance(value, str) else value.file.read()
+                    params[key] = value.file.read() if isinstance(value, web.FileField) else value
             else:
                 raw = (await request.read()).decode("utf-8")
                 params.update(parse_qsl(raw, keep_blank_values=True))
