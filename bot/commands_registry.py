@@ -8,11 +8,13 @@ from typing import Any
 
 from rich.console import Console
 
+from bot.authz import Role
 from bot.render import health as health_render
 from bot.render.common import SlackReply
 from bot.services import Services
 from commands import health
 from commands.base import CommandResult
+from commands.destructive import Execution, Plan, Progress
 
 
 @dataclass(frozen=True)
@@ -20,14 +22,18 @@ class Invocation:
     """Who ran a command, from where, under which request id."""
 
     request_id: str
-    source: str  # "slack" or "cli"
+    source: str  # "slack", "cli", or "gate" (re-planning before execution)
     user_id: str | None = None
     channel_id: str | None = None
 
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """One command: its grammar, its run, its renderings."""
+    """One command: its grammar, its run, its renderings.
+
+    `run` parses the tokens and returns a result. A destructive command's `run` returns a
+    `Proposal` (its plan) for the gate, and `execute` carries the plan out once approved.
+    """
 
     name: str
     summary: str
@@ -35,6 +41,8 @@ class CommandSpec:
     run: Callable[[Services, list[str], Invocation], Awaitable[CommandResult]]
     slack: Callable[[Any], SlackReply]
     terminal: Callable[[Any, Console], None]
+    role: Role = "viewer"
+    execute: Callable[[Services, Plan, Progress], Awaitable[Execution]] | None = None
     timeout_seconds: float = 60.0
 
 

@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     # Encrypts secrets at rest in the bot's database (TOTP seeds).
     secret_key: SecretStr | None = None
 
+    # Who may do what: Slack user ids (U...) or user group ids (S...), or * for everyone.
+    viewers: Annotated[list[str], NoDecode] = ["*"]
+    responders: Annotated[list[str], NoDecode] = ["*"]
+    operators: Annotated[list[str], NoDecode] = []
+    mfa_admins: Annotated[list[str], NoDecode] = []
+    destructive_channels: Annotated[list[str], NoDecode] = ["*"]
+    two_person_commands: Annotated[list[str], NoDecode] = ["restore"]
+    # The operator's identity at the terminal (a Slack user id), for the gate.
+    cli_user: str | None = None
+    approval_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    lock_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+
     # Behaviour.
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
@@ -81,7 +93,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     sandbox_dir: Path = DEFAULT_SANDBOX_DIR
 
-    @field_validator("log_paths", mode="before")
+    @field_validator(
+        "log_paths",
+        "viewers",
+        "responders",
+        "operators",
+        "mfa_admins",
+        "destructive_channels",
+        "two_person_commands",
+        mode="before",
+    )
     @classmethod
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):

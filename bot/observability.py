@@ -56,6 +56,18 @@ class BotMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
             registry=self.registry,
         )
+        self.mfa_failures = Counter(
+            "chatops_mfa_failures_total",
+            "TOTP step-up failures, by outcome (wrong_code, replayed, locked_out, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.gate_refusals = Counter(
+            "chatops_gate_refusals_total",
+            "Destructive requests the gate refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.slack_api_errors = Counter(
             "chatops_slack_api_errors_total",
             "Slack Web API calls that failed, by method and error.",
