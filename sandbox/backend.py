@@ -497,15 +497,11 @@ def _traffic_mix() -> list[tuple[float, TrafficCall]]:
 
     async def create_p(c: httpx.AsyncClient, r: random.Random) -> httpx.Response:
         role = "viewer" if r.random() < 0.15 else "editor"
-        return await c.post(
-            "/api/v1/projects", json={"name": f"p{r.randint(1, 999)}", "role": role}
-        )
+        return await c.post("/api/v1/projects", json={"name": f"p{r.randint(1, 999)}", "role": role})
 
     async def delete_p(c: httpx.AsyncClient, r: random.Random) -> httpx.Response:
         role = "admin" if r.random() < 0.5 else "editor"
-        return await c.request(
-            "DELETE", f"/api/v1/projects/{r.randint(1, 60)}", json={"role": role}
-        )
+        return await c.request("DELETE", f"/api/v1/projects/{r.randint(1, 60)}", json={"role": role})
 
     async def login_ok(c: httpx.AsyncClient, r: random.Random) -> httpx.Response:
         bad = r.random() < 0.1
@@ -519,9 +515,7 @@ def _traffic_mix() -> list[tuple[float, TrafficCall]]:
 
     async def upload_p(c: httpx.AsyncClient, r: random.Random) -> httpx.Response:
         burst = "1" if r.random() < 0.05 else "0"
-        return await c.post(
-            "/api/v1/uploads", content=b"solid x\nendsolid x\n", headers={"x-burst": burst}
-        )
+        return await c.post("/api/v1/uploads", content=b"solid x\nendsolid x\n", headers={"x-burst": burst})
 
     async def health_p(c: httpx.AsyncClient, r: random.Random) -> httpx.Response:
         return await c.get("/health")
@@ -541,9 +535,7 @@ def _traffic_mix() -> list[tuple[float, TrafficCall]]:
 async def _auth_failure(c: httpx.AsyncClient, r: random.Random) -> httpx.Response:
     """Make one failed login or MFA check, as a brute-force attack would."""
     if r.random() < 0.6:
-        return await c.post(
-            "/api/v1/auth/login", json={"password": secrets.token_hex(4), "attempts": 1}
-        )
+        return await c.post("/api/v1/auth/login", json={"password": secrets.token_hex(4), "attempts": 1})
     return await c.post("/api/v1/auth/mfa", json={"code": f"{r.randint(0, 999999):06d}"})
 
 

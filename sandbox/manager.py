@@ -156,8 +156,7 @@ class SandboxStatus:
             "running": self.running,
             "elapsed_seconds": self.elapsed_seconds,
             "components": {
-                c.name: {"running": c.running, "detail": c.detail, **c.info}
-                for c in self.components
+                c.name: {"running": c.running, "detail": c.detail, **c.info} for c in self.components
             },
         }
 
@@ -262,9 +261,7 @@ async def provision_db(settings: Settings, *, reseed: bool = False) -> Component
             settings.platform_database_url, settings.state_database_url, reseed=reseed
         )
     except (OSError, TimeoutError) as error:
-        raise SandboxError(
-            f"db: PostgreSQL unavailable ({type(error).__name__}: {error})"
-        ) from None
+        raise SandboxError(f"db: PostgreSQL unavailable ({type(error).__name__}: {error})") from None
     name = platform_db.database_name(settings.platform_database_url)
     return ComponentStatus("db", True, f"{name}: {detail}")
 
@@ -397,9 +394,7 @@ def _bucket_objects() -> list[tuple[str, bytes, str]]:
     for i in range(12):
         project_id = f"{rng.getrandbits(64):016x}"
         meta = {"id": project_id, "name": f"modelo-{100 + i}", "owner": f"user{i % 5}"}
-        objects.append(
-            (f"projects/{project_id}/project.json", json.dumps(meta).encode(), "application/json")
-        )
+        objects.append((f"projects/{project_id}/project.json", json.dumps(meta).encode(), "application/json"))
         objects.append((f"projects/{project_id}/thumbnail.png", _tiny_png(), "image/png"))
     for i in range(20):
         upload_id = f"{rng.getrandbits(64):016x}"
@@ -434,9 +429,7 @@ def s3_status(settings: Settings) -> ComponentStatus:
         return ComponentStatus("s3", False, f"{endpoint}: no weed process")
     if not _http_answers(endpoint + "/"):
         return ComponentStatus("s3", False, f"{endpoint}: pid {pid} but S3 does not answer")
-    return ComponentStatus(
-        "s3", True, f"{endpoint} bucket {settings.s3_bucket}, pid {pid}", {"pid": pid}
-    )
+    return ComponentStatus("s3", True, f"{endpoint} bucket {settings.s3_bucket}, pid {pid}", {"pid": pid})
 
 
 # --- Podman ------------------------------------------------------------------------------
@@ -490,13 +483,9 @@ def start_podman(settings: Settings) -> ComponentStatus:
         ]
         pid = spawn(argv, paths.pid("podman"), paths.out("podman"), env=_podman_env(paths))
         started = True
-    wait_until(
-        lambda: _ping(settings), START_TIMEOUT, "podman", pid=pid, output=paths.out("podman")
-    )
+    wait_until(lambda: _ping(settings), START_TIMEOUT, "podman", pid=pid, output=paths.out("podman"))
     verb = "started" if started else "reused"
-    return ComponentStatus(
-        "podman", True, f"unix://{paths.socket}, pid {pid}, {verb}", {"pid": pid}
-    )
+    return ComponentStatus("podman", True, f"unix://{paths.socket}, pid {pid}, {verb}", {"pid": pid})
 
 
 def stop_podman(settings: Settings) -> ComponentStatus:
@@ -916,9 +905,7 @@ scrape_configs:
 """
 
 
-def start_prometheus(
-    settings: Settings, extra_blocks_dir: Path | str | None = None
-) -> ComponentStatus:
+def start_prometheus(settings: Settings, extra_blocks_dir: Path | str | None = None) -> ComponentStatus:
     """Start Prometheus (if not running) and wait for /-/ready.
 
     With `extra_blocks_dir`, every TSDB block in it (a directory holding meta.json, as made by
@@ -971,9 +958,7 @@ def start_prometheus(
         output=paths.out("prometheus"),
     )
     verb = "started" if started else "reused"
-    return ComponentStatus(
-        "prometheus", True, f"{settings.prometheus_url}, pid {pid}, {verb}", {"pid": pid}
-    )
+    return ComponentStatus("prometheus", True, f"{settings.prometheus_url}, pid {pid}, {verb}", {"pid": pid})
 
 
 def backfill_prometheus(settings: Settings, openmetrics: str) -> ComponentStatus:
@@ -1040,9 +1025,7 @@ def prometheus_status(settings: Settings) -> ComponentStatus:
 # --- whole sandbox -----------------------------------------------------------------------
 
 
-async def up(
-    settings: Settings, version: str | None = None, *, reseed: bool = False
-) -> SandboxStatus:
+async def up(settings: Settings, version: str | None = None, *, reseed: bool = False) -> SandboxStatus:
     """Start every component (reusing running ones) and return their status."""
     started = time.monotonic()
     paths = Paths(settings)
@@ -1062,9 +1045,7 @@ async def up(
             asyncio.to_thread(start_prometheus, settings),
         )
         podman = await asyncio.to_thread(podman_status, settings)
-    return SandboxStatus(
-        paths.root, [db, s3, podman, backend, prometheus], time.monotonic() - started
-    )
+    return SandboxStatus(paths.root, [db, s3, podman, backend, prometheus], time.monotonic() - started)
 
 
 async def status(settings: Settings) -> SandboxStatus:
@@ -1111,9 +1092,7 @@ async def down(settings: Settings, *, purge: bool = False) -> SandboxStatus:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     child.unlink()
-    return SandboxStatus(
-        paths.root, [db, s3, podman, backend, prometheus], time.monotonic() - started
-    )
+    return SandboxStatus(paths.root, [db, s3, podman, backend, prometheus], time.monotonic() - started)
 
 
 def _remove_images(settings: Settings) -> None:

@@ -195,9 +195,7 @@ def _normal_event(rng: random.Random, users: _Users, when: datetime) -> Row:
         if not ok:
             extra["reason"] = rng.choice(("invalid_password", "invalid_password", "account_locked"))
     elif action == "MFA_CHALLENGE_FAILED":
-        extra = {
-            "reason": rng.choice(("invalid_code", "invalid_code", "expired_code", "replayed_code"))
-        }
+        extra = {"reason": rng.choice(("invalid_code", "invalid_code", "expired_code", "replayed_code"))}
     elif action == "MFA_CHALLENGE_SUCCESS":
         extra = {"method": "totp"}
     elif action == "RATE_LIMIT_EXCEEDED":
@@ -247,9 +245,7 @@ def _brute_force(rng: random.Random, users: _Users, now: datetime) -> Iterator[R
                 uid,
                 name,
                 ip,
-                _details(
-                    rng, reason="login_attempts_exceeded", endpoint="/api/v1/auth/login", limit=5
-                ),
+                _details(rng, reason="login_attempts_exceeded", endpoint="/api/v1/auth/login", limit=5),
             )
     # The password was eventually guessed; the second factor held.
     when = start + timedelta(minutes=35)
@@ -356,9 +352,7 @@ async def database_status(platform_dsn: str, state_dsn: str) -> tuple[bool, str]
     try:
         has_table = await conn.fetchval("SELECT to_regclass('public.audit_log') IS NOT NULL")
         count = (
-            await conn.fetchval("SELECT count(*) FROM audit_log", timeout=COMMAND_TIMEOUT)
-            if has_table
-            else 0
+            await conn.fetchval("SELECT count(*) FROM audit_log", timeout=COMMAND_TIMEOUT) if has_table else 0
         )
     finally:
         await conn.close(timeout=CONNECT_TIMEOUT)
