@@ -802,7 +802,7 @@ def stop_backend(settings: Settings, *, remove: bool = True) -> ComponentStatus:
     import docker.errors
 
     if not _ping(settings):
-        return ComponentStatus("backend", False, "podman is not running; container left as is")
+        return _stop_backend_with_cli(settings, remove=remove)
     client = docker_client(settings)
     try:
         container = _find_backend(client)
@@ -815,6 +815,25 @@ def stop_backend(settings: Settings, *, remove: bool = True) -> ComponentStatus:
         return ComponentStatus("backend", False, "removed" if remove else "stopped")
     finally:
         client.close()
+
+
+def _stop_backend_with_cli(settings: Settings, *, remove: bool) -> ComponentStatus:
+    """Stop the container with the podman CLI: the API service may be the thing that is down."""
+    paths = Paths(settings)
+    argv = [_binary("podman"), "rm", "-f", "-t", str(int(STOP_TIMEOUT)), BACKEND_CONTAINER]
+    if not remove:
+        argv = [_binary("podman"), "stop", "-t", str(int(STOP_TIMEOUT)), BACKEND_CONTAINER]
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=STOP_TIMEOUT + 20, env=_podman_env(paths)
+        )
+    except subprocess.TimeoutExpired:
+        return ComponentStatus("backend", False, "podman CLI timed out stopping the container")
+    if result.returncode != 0:
+        if "no such container" in result.stderr or "no container with" in result.stderr:
+            return ComponentStatus("backend", False, "no container")
+        return ComponentStatus("backend", False, f"podman CLI failed: {result.stderr.strip()[:200]}")
+    return ComponentStatus("backend", False, "removed (podman CLI)" if remove else "stopped (podman CLI)")
 
 
 def backend_status(settings: Settings) -> ComponentStatus:
@@ -848,6 +867,9 @@ def backend_status(settings: Settings) -> ComponentStatus:
         info["health"] = health
         info["health_version"] = response.json().get("version")
         parts.append(f"/health {response.status_code} {health}")
+        if "container" not in info:
+            # Podman's API is down, but the container (kept alive by conmon) still serves.
+            running = True
     except (httpx.HTTPError, ValueError) as error:
         info["health"] = None
         parts.append(f"/health unreachable ({type(error).__name__})")
@@ -1010,7 +1032,7 @@ def prometheus_status(settings: Settings) -> ComponentStatus:
             for t in data.get("data", {}).get("activeTargets", [])
             if t.get("labels", {}).get("job") == "3dpot-backend"
         ]
-        target = states[0] if states else "missing"
+        target = states[0] if states else "not discovered yet"
     except (httpx.HTTPError, ValueError):
         pass
     detail = f"{base}" + (f", pid {pid}" if pid else " (not started by sandbox)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -49,7 +50,7 @@ def test_faulty_release_defaults_and_env_overrides() -> None:
     assert fixed.health == "ok" and fixed.error_rate == 0
 
 
-async def test_backend_app_in_process(tmp_path) -> None:
+async def test_backend_app_in_process(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     app = create_app(version="v2.0.5", log_path=log, faults=Faults(), port=0, traffic_rps=0)
     transport = httpx.ASGITransport(app=app)
