@@ -14,9 +14,11 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
 from bot.observability import configure_logging
 from bot.render.common import terminal_console
+from bot.runtime import Runtime
 from bot.services import Services
 from bot.state import migrate
 from commands.base import UsageError
+from commands.destructive import Proposal
 
 EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
 
@@ -38,6 +40,9 @@ def usage_text() -> str:
         "             with /metrics and /healthz",
         "  config     print the effective settings, secrets masked",
         "  migrate    apply the bot's database migrations",
+        "  mfa        enroll | confirm | status | reset <user>: TOTP step-up for CHATOPS_CLI_USER",
+        "  approve    <approval id>: give the second approval of a plan (two-person rule)",
+        "  audit-trail verify | recent: check the hash chain of the bot's audit trail",
         "  sandbox    up [--version vX.Y.Z] | status | down [--purge] | fault key=value ...",
         "             the local stand-in 3dPot platform",
         "",
@@ -71,9 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name == "migrate":
         return asyncio.run(_migrate(settings))
     if name == "sandbox":
-        from bot.sandbox_cli import run_sandbox
+        # The sandbox is a development aid with its own small CLI; imported only when asked for.
+        from sandbox.__main__ import main as sandbox_main
 
-        return run_sandbox(settings, rest, as_json)
+        return sandbox_main((["--json"] if as_json else []) + rest)
+    if name in ("mfa", "approve", "audit-trail"):
+        from bot.cli_gate import run_gate_command
+
+        return asyncio.run(run_gate_command(settings, name, rest, as_json))
     return asyncio.run(run_command(settings, name, rest, as_json))
 
 
@@ -84,10 +94,11 @@ async def run_command(settings: Settings, name: str, tokens: list[str], as_json:
     except UsageError as error:
         print(f"chatops: {error.message}\n\n{usage_text()}", file=sys.stderr)
         return EXIT_USAGE
-    services = Services.build(settings)
+    runtime = Runtime.build(settings)
+    services = runtime.services
     try:
         await _migrate_quietly(services)
-        invocation = Invocation(request_id=new_request_id(), source="cli", user_id=settings_user(settings))
+        invocation = Invocation(request_id=new_request_id(), source="cli", user_id=settings.cli_user)
         try:
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
@@ -97,6 +108,10 @@ async def run_command(settings: Settings, name: str, tokens: list[str], as_json:
         except CommandTimeout as error:
             print(f"chatops {spec.name}: {error}", file=sys.stderr)
             return EXIT_DEGRADED
+        if isinstance(result, Proposal):
+            from bot.cli_gate import run_through_gate
+
+            return await run_through_gate(runtime, result, invocation, as_json)
         if as_json:
             print(result.model_dump_json(indent=2))
         else:
@@ -104,11 +119,6 @@ async def run_command(settings: Settings, name: str, tokens: list[str], as_json:
         return result.exit_code()
     finally:
         await services.aclose()
-
-
-def settings_user(settings: Settings) -> str | None:
-    """Name the operator at the terminal (later issues configure it explicitly)."""
-    return None
 
 
 async def _migrate_quietly(services: Services) -> None:

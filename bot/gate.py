@@ -16,6 +16,7 @@ from bot.authz import Authorizer
 from bot.commands_registry import COMMANDS, Invocation
 from bot.locks import Lease, LockHeld, OperationLock
 from bot.mfa import MfaService, MfaUnavailable, Verification
+from bot.progress import Publisher, StepRecorder
 from bot.services import Services
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
 
@@ -285,7 +286,7 @@ class Gate:
 
     # --- Executing --------------------------------------------------------------------------------
 
-    async def execute(self, approval: Approval, progress: Progress) -> Execution:
+    async def execute(self, approval: Approval, publish: Publisher) -> Execution:
         """Re-check permission and the plan under the lock, then run the command's executor."""
         trail = self._entry_for(approval, approval.requester)
         if approval.status != "approved":
@@ -315,7 +316,8 @@ class Gate:
                         new_plan=fresh if isinstance(fresh, Proposal) else None,
                     )
                 await self._set_status(approval.id, "approved", "executing", f"lock token {lease.token}")
-                fenced = FencedProgress(progress, self.lock, lease)
+                recorder = StepRecorder(publish)
+                fenced = FencedProgress(recorder, self.lock, lease)
                 try:
                     result = await spec.execute(self.services, approval.plan, fenced)
                 except Exception as error:
@@ -340,6 +342,8 @@ class Gate:
                 f"one destructive operation at a time: {held.holder} is running /{held.command}"
                 f" since {held.since:%H:%M:%S} UTC",
             )
+        if not result.steps:
+            result = result.model_copy(update={"steps": recorder.steps})
         outcome: Status = "succeeded" if result.succeeded else "failed"
         await self._set_status(approval.id, "executing", outcome, result.summary[:500])
         await append(

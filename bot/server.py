@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.config import Settings
+from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
 from bot.slack_app import build_slack_app
 from bot.state import migrate
@@ -49,17 +50,18 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
     )
 
 
-async def prepare(settings: Settings) -> tuple[Services, AsyncApp, Starlette]:
-    """Build the services, migrate the bot's database (best effort) and the apps."""
-    services = Services.build(settings)
+async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
+    """Build the runtime, migrate the bot's database (best effort) and the apps."""
+    runtime = Runtime.build(settings)
+    services = runtime.services
     try:
         applied = await asyncio.wait_for(migrate(services.state_db), timeout=30)
         log.info("state_db_migrated", applied=applied)
     except Exception as error:
         # The bot still starts: /health will say the state database is down.
         log.error("state_db_not_migrated", error=f"{type(error).__name__}: {error}")
-    slack_app = build_slack_app(services, build_slack_client(settings))
-    return services, slack_app, build_web_app(services, slack_app)
+    slack_app = build_slack_app(runtime, runtime.slack_client or build_slack_client(settings))
+    return runtime, slack_app, build_web_app(services, slack_app)
 
 
 async def serve(settings: Settings) -> int:
@@ -71,7 +73,7 @@ async def serve(settings: Settings) -> int:
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         print("chatops serve: set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
         return 2
-    services, slack_app, web_app = await prepare(settings)
+    runtime, slack_app, web_app = await prepare(settings)
     server = uvicorn.Server(
         uvicorn.Config(
             web_app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off"
@@ -90,5 +92,5 @@ async def serve(settings: Settings) -> int:
     finally:
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
-        await services.aclose()
+        await runtime.services.aclose()
     return 0

@@ -92,6 +92,6 @@ def error_text(message: str, usage: str = "") -> str:
     return text
 
 
-def terminal_console(no_color: bool = False) -> Console:
-    """Build the console the CLI prints to."""
-    return Console(no_color=no_color, highlight=False, soft_wrap=True)
+def terminal_console(no_color: bool = False, stderr: bool = False) -> Console:
+    """Build the console the CLI prints to (stderr for prompts and progress beside JSON output)."""
+    return Console(no_color=no_color, highlight=False, soft_wrap=True, stderr=stderr)

@@ -993,6 +993,16 @@ class FakeSlack:
                 info["num_members"] = 1
         return {"ok": True, "channel": info}
 
+    def _api_conversations_open(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """Open (or resume) a DM with one user: a D channel id derived from the user id."""
+        users = [user for user in str(call.params.get("users") or "").split(",") if user]
+        if len(users) != 1:
+            return {"ok": False, "error": "users_list_not_supplied" if not users else "not_supported"}
+        channel_id = "D" + users[0][1:]
+        if channel_id not in self.channels:
+            self.add_channel(channel_id, f"dm-{users[0].lower()}", is_private=True)
+        return {"ok": True, "channel": {"id": channel_id}}
+
     def _api_conversations_replies(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
         """Return a thread (parent first) from what was posted."""
         channel = str(call.params.get("channel") or "")

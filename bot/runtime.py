@@ -1,0 +1,37 @@
+"""Everything built once at start-up: the adapters and the bot's own pieces on top of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.authz import Authorizer
+from bot.config import Settings
+from bot.gate import Gate
+from bot.locks import OperationLock
+from bot.mfa import MfaService
+from bot.services import Services, build_slack_client
+
+
+@dataclass
+class Runtime:
+    """The services plus authorisation, MFA and the gate."""
+
+    services: Services
+    authorizer: Authorizer
+    mfa: MfaService
+    gate: Gate
+    slack_client: AsyncWebClient | None
+
+    @classmethod
+    def build(cls, settings: Settings, services: Services | None = None) -> Runtime:
+        """Build the runtime; nothing connects until first used."""
+        services = services or Services.build(settings)
+        slack_client = build_slack_client(settings) if settings.slack_bot_token is not None else None
+        authorizer = Authorizer(settings, slack_client)
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        mfa = MfaService(services.state_db, secret)
+        lock = OperationLock(services.state_db, settings.environment, settings.lock_lease_seconds)
+        gate = Gate(services, authorizer, mfa, lock)
+        return cls(services=services, authorizer=authorizer, mfa=mfa, gate=gate, slack_client=slack_client)
