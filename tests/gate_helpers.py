@@ -1,0 +1,107 @@
+"""Drive the gate from tests: enrolled operators, frozen time, approve-and-execute in one call."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+
+from bot.commands_registry import Invocation
+from bot.gate import Approval, Confirmation
+from bot.mfa import code_at
+from bot.runtime import Runtime
+from bot.state import migrate
+from commands.destructive import Execution, Proposal, Step
+from tests.conftest import make_settings, recreate_database
+
+SECRET_KEY = "test-secret-key-for-totp-seeds"
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class FrozenClock:
+    """A clock tests move by hand, so TOTP windows never depend on sleeping."""
+
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class GateWorld:
+    """A runtime with its own state database, a frozen clock and enrolled operators' seeds."""
+
+    runtime: Runtime
+    clock: FrozenClock
+    seeds: dict[str, str] = field(default_factory=dict)
+
+    def code(self, user: str, offset_steps: int = 0) -> str:
+        """Return the code the user's authenticator shows now (or `offset_steps` steps away)."""
+        return code_at(self.seeds[user], self.clock.now + timedelta(seconds=30 * offset_steps))
+
+    def next_step(self) -> None:
+        """Move to the next TOTP time step (a fresh code)."""
+        self.clock.advance(30)
+
+    async def enroll(self, user: str) -> None:
+        """Enroll and confirm a user, as /mfa enroll then /mfa confirm would."""
+        enrollment = await self.runtime.mfa.enroll(user)
+        self.seeds[user] = enrollment.secret
+        assert pyotp.TOTP(enrollment.secret).at(self.clock.now) == self.code(user)
+        result = await self.runtime.mfa.verify(user, self.code(user), self.clock.now, confirming=True)
+        assert result.accepted, result
+        self.next_step()
+
+    def invocation(self, user: str, channel: str | None = "C0INCIDENT") -> Invocation:
+        return Invocation(request_id=uuid.uuid4().hex[:16], source="slack", user_id=user, channel_id=channel)
+
+    async def propose(self, proposal: Proposal, user: str, channel: str | None = "C0INCIDENT") -> Approval:
+        return await self.runtime.gate.propose(proposal, self.invocation(user, channel))
+
+    async def confirm(self, approval: Approval, user: str, typed_word: str | None = None) -> Confirmation:
+        confirmation = await self.runtime.gate.confirm(approval.id, user, self.code(user), typed_word)
+        self.next_step()
+        return confirmation
+
+    async def run(
+        self, proposal: Proposal, user: str, typed_word: str | None = None, second: str | None = None
+    ) -> tuple[Execution, list[list[Step]]]:
+        """Propose, confirm (and second-approve), execute; return the result and every published step list."""
+        approval = await self.propose(proposal, user)
+        confirmation = await self.confirm(approval, user, typed_word)
+        if confirmation.kind == "awaiting_second":
+            assert second is not None, "this command needs a second approver"
+            confirmation = await self.confirm(confirmation.approval, second)
+        assert confirmation.kind == "approved", confirmation
+        published: list[list[Step]] = []
+
+        async def publish(steps: list[Step]) -> None:
+            published.append(steps)
+
+        result = await self.runtime.gate.execute(confirmation.approval, publish)
+        return result, published
+
+
+async def gate_world(database: str, **overrides: Any) -> GateWorld:
+    """Build a runtime over a fresh state database, with MFA configured and a frozen clock."""
+    dsn = await recreate_database(database)
+    settings = make_settings(
+        state_database_url=dsn,
+        secret_key=SECRET_KEY,
+        operators=overrides.pop("operators", ["U0OPS0001", "U0OPS0002"]),
+        mfa_admins=overrides.pop("mfa_admins", ["U0ADMIN01"]),
+        environment=overrides.pop("environment", "test"),
+        **overrides,
+    )
+    runtime = Runtime.build(settings)
+    await migrate(runtime.services.state_db)
+    clock = FrozenClock()
+    runtime.gate.clock = clock
+    return GateWorld(runtime=runtime, clock=clock)
