@@ -7,6 +7,7 @@ import fcntl
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,11 +15,6 @@ from pathlib import Path
 
 class SandboxError(RuntimeError):
     """Raised when a sandbox component cannot be started or reached."""
-
-
-# Popen objects of children started by this process, kept so they can be reaped (no zombies, no
-# ResourceWarning) and waited on; processes started by an earlier CLI call are found by pid file.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _proc_state(pid: int) -> str | None:
@@ -41,10 +37,6 @@ def _cmdline(pid: int) -> list[str]:
 
 def pid_alive(pid: int, expect: str | None = None) -> bool:
     """Return True if `pid` runs (not a zombie) and, given `expect`, its argv[0] contains it."""
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        _CHILDREN.pop(pid, None)
-        return False
     state = _proc_state(pid)
     if state is None or state in ("Z", "X"):
         return False
@@ -71,6 +63,19 @@ def running_pid(pid_file: Path, expect: str) -> int | None:
     return None
 
 
+# Started by `spawn` through the interpreter: it starts the real program detached, prints its
+# pid and exits at once, so the program is never our child (no zombie, no ResourceWarning about
+# a Popen object still running at exit) and PID 1 reaps it when it ends.
+_LAUNCHER = """
+import subprocess, sys
+out = open(sys.argv[1], "ab")
+cwd = sys.argv[2] or None
+proc = subprocess.Popen(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                        cwd=cwd, start_new_session=True, close_fds=True)
+print(proc.pid)
+"""
+
+
 def spawn(
     argv: Sequence[str],
     pid_file: Path,
@@ -83,22 +88,21 @@ def spawn(
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with output.open("ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {argv[0]}\n".encode())
-        out.flush()
-        # A new session keeps the process out of the caller's process group: Ctrl-C in the
-        # CLI or the end of a pytest run must not take the sandbox down with it.
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
-    _CHILDREN[proc.pid] = proc
-    pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    # A new session keeps the program out of the caller's process group: Ctrl-C in the CLI or
+    # the end of a pytest run must not take the sandbox down with it.
+    result = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(output), str(cwd or ""), *argv],
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else None,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SandboxError(f"could not start {argv[0]}: {result.stderr.strip()[-500:]}")
+    pid = int(result.stdout.strip())
+    pid_file.write_text(f"{pid}\n")
+    return pid
 
 
 def terminate(pid_file: Path, expect: str, timeout: float = 10.0) -> bool:
@@ -121,17 +125,9 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def wait_dead(pid: int, timeout: float) -> bool:
-    """Wait until `pid` has exited (reaping it if it is our child); return True if it did."""
+    """Wait until `pid` has exited (or is a zombie awaiting PID 1); return True if it did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        child = _CHILDREN.get(pid)
-        if child is not None:
-            try:
-                child.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                continue
-            _CHILDREN.pop(pid, None)
-            return True
         if not pid_alive(pid):
             return True
         time.sleep(0.05)

@@ -1,4 +1,4 @@
-"""The gate: permissions, plan, confirmation, TOTP rules, single flight, audit trail — real PostgreSQL and Redis."""
+"""The gate: permissions, plan, confirmation, TOTP, single flight, audit trail (real PostgreSQL, Redis)."""
 
 from __future__ import annotations
 
