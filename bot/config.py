@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     approval_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     lock_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
 
+    # /audit: bounds on what one query may ask of the platform's audit_log.
+    audit_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    audit_default_limit: int = Field(default=20, ge=1, le=1000)
+    audit_max_limit: int = Field(default=200, ge=1, le=1000)
+    audit_max_window_days: int = Field(default=30, ge=1, le=3650)
+    audit_export_max_rows: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    # A Slack upload is held in memory until it is sent, so it has its own cap (bytes).
+    audit_export_slack_max_bytes: int = Field(default=50_000_000, ge=1024, le=1_000_000_000)
+
     # Behaviour.
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
