@@ -1,0 +1,1 @@
+"""Local stand-in for the 3dPot platform: backend container, Prometheus, S3, databases."""
