@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
+import pytest
 
-from bot.commands_registry import Invocation
+from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.gate import Approval, Confirmation
 from bot.mfa import code_at
+from bot.render.common import Message, SlackReply
 from bot.runtime import Runtime
+from bot.services import Services
 from bot.state import migrate
-from commands.destructive import Execution, Proposal, Step
+from commands.base import Arguments, CommandResult
+from commands.destructive import Execution, Plan, Progress, Proposal, Step
 from tests.conftest import make_settings, recreate_database
 
 SECRET_KEY = "test-secret-key-for-totp-seeds"
@@ -105,3 +112,61 @@ async def gate_world(database: str, **overrides: Any) -> GateWorld:
     clock = FrozenClock()
     runtime.gate.clock = clock
     return GateWorld(runtime=runtime, clock=clock)
+
+
+# --- A destructive command for tests: add N to a real Redis counter --------------------------------
+
+DRILL_KEY = "chatops:test:drill-counter"
+
+
+async def drill_value(services: Services) -> int:
+    return int(await services.redis.client.get(DRILL_KEY) or 0)
+
+
+async def run_drill(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    """A destructive command for tests: add N to a real Redis counter."""
+    args = Arguments.parse(tokens, "/drill <amount>")
+    amount = int(args.next_positional("an amount"))
+    args.done()
+    value = await drill_value(services)
+    plan = Plan(
+        title=f"Add {amount} to the drill counter",
+        current=[f"counter = {value}"],
+        target=[f"counter = {value + amount}"],
+        way_back=[f"/drill -{amount}"],
+        state={"counter": value},
+        details={"amount": amount},
+    )
+    word = "RESTORE" if invocation.channel_id == "C0TYPEDWRD" else None
+    return Proposal(command="drill", arguments=tokens, plan=plan, typed_word=word)
+
+
+async def execute_drill(services: Services, plan: Plan, progress: Progress) -> Execution:
+    await progress.step("add", "running")
+    await asyncio.sleep(float(os.environ.get("DRILL_DELAY", "0")))
+    await services.redis.client.incrby(DRILL_KEY, int(plan.details["amount"]))
+    await progress.step("add", "done")
+    return Execution(
+        command="drill", succeeded=True, summary="added", state=[f"counter = {await drill_value(services)}"]
+    )
+
+
+def _reply(result: object) -> SlackReply:
+    return SlackReply(main=Message(text=str(result), blocks=[]))
+
+
+@pytest.fixture(autouse=True)
+def drill_command() -> Iterator[None]:
+    for name in ("drill", "drill2"):
+        COMMANDS[name] = CommandSpec(
+            name=name,
+            summary="test drill",
+            usage="/drill <amount>",
+            run=run_drill,
+            slack=_reply,
+            terminal=lambda result, console: None,
+            execute=execute_drill,
+        )
+    yield
+    COMMANDS.pop("drill", None)
+    COMMANDS.pop("drill2", None)

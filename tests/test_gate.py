@@ -3,82 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
 from bot import audit_trail
-from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.gate import Refused
 from bot.locks import LockHeld, LockLost, OperationLock
 from bot.mfa import lockout_for
-from bot.render.common import Message, SlackReply
-from bot.services import Services
-from commands.base import Arguments, CommandResult
-from commands.destructive import Execution, Plan, Progress, Proposal
-from tests.gate_helpers import GateWorld, gate_world
+from commands.destructive import Execution, Proposal
+from tests.gate_helpers import (
+    DRILL_KEY,
+    GateWorld,
+    drill_command,  # noqa: F401  (autouse fixture)
+    drill_value,
+    gate_world,
+    run_drill,
+)
 
 OPS1, OPS2, STRANGER, ADMIN = "U0OPS0001", "U0OPS0002", "U0STRANGE", "U0ADMIN01"
-DRILL_KEY = "chatops:test:drill-counter"
-
-
-async def _drill_value(services: Services) -> int:
-    return int(await services.redis.client.get(DRILL_KEY) or 0)
-
-
-async def run_drill(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
-    """A destructive command for tests: add N to a real Redis counter."""
-    args = Arguments.parse(tokens, "/drill <amount>")
-    amount = int(args.next_positional("an amount"))
-    args.done()
-    value = await _drill_value(services)
-    plan = Plan(
-        title=f"Add {amount} to the drill counter",
-        current=[f"counter = {value}"],
-        target=[f"counter = {value + amount}"],
-        way_back=[f"/drill -{amount}"],
-        state={"counter": value},
-        details={"amount": amount},
-    )
-    word = "RESTORE" if invocation.channel_id == "C0TYPEDWRD" else None
-    return Proposal(command="drill", arguments=tokens, plan=plan, typed_word=word)
-
-
-async def execute_drill(services: Services, plan: Plan, progress: Progress) -> Execution:
-    await progress.step("add", "running")
-    await asyncio.sleep(float(os.environ.get("DRILL_DELAY", "0")))
-    await services.redis.client.incrby(DRILL_KEY, int(plan.details["amount"]))
-    await progress.step("add", "done")
-    return Execution(
-        command="drill", succeeded=True, summary="added", state=[f"counter = {await _drill_value(services)}"]
-    )
-
-
-def _reply(result: object) -> SlackReply:
-    return SlackReply(main=Message(text=str(result), blocks=[]))
-
-
-@pytest.fixture(autouse=True)
-def drill_command() -> Iterator[None]:
-    for name in ("drill", "drill2"):
-        COMMANDS[name] = CommandSpec(
-            name=name,
-            summary="test drill",
-            usage="/drill <amount>",
-            run=run_drill,
-            slack=_reply,
-            terminal=lambda result, console: None,
-            execute=execute_drill,
-        )
-    yield
-    COMMANDS.pop("drill", None)
-    COMMANDS.pop("drill2", None)
 
 
 @pytest.fixture
@@ -182,7 +130,7 @@ async def test_malformed_codes_are_refused_without_counting(world: GateWorld, co
 async def test_approved_plan_executes_once_and_everything_is_recorded(world: GateWorld) -> None:
     result, published = await world.run(await drill(world, 5), OPS1)
     assert result.succeeded
-    assert await _drill_value(world.runtime.services) == 5
+    assert await drill_value(world.runtime.services) == 5
     assert [step.status for step in published[-1]] == ["done"]
     assert [step.name for step in result.steps] == ["add"]
     decisions = await trail_decisions(world)
@@ -228,7 +176,7 @@ async def test_someone_else_cannot_confirm_the_plan(world: GateWorld) -> None:
     with pytest.raises(Refused) as refused:
         await world.confirm(approval, OPS2)
     assert refused.value.reason == "not_requester"
-    assert await _drill_value(world.runtime.services) == 0
+    assert await drill_value(world.runtime.services) == 0
 
 
 async def test_wrong_code_is_refused_recorded_and_nothing_runs(world: GateWorld) -> None:
@@ -263,7 +211,7 @@ async def test_changed_plan_is_refused_with_a_new_plan(world: GateWorld) -> None
     assert refused.value.reason == "plan_changed"
     assert refused.value.new_plan is not None
     assert refused.value.new_plan.plan.current == ["counter = 100"]
-    assert await _drill_value(world.runtime.services) == 100
+    assert await drill_value(world.runtime.services) == 100
 
 
 async def test_double_confirmation_executes_once(world: GateWorld) -> None:
@@ -304,7 +252,7 @@ async def test_two_person_rule_needs_a_different_authorised_approver(world: Gate
     assert stranger.value.reason == "not_authorised"
     second = await world.confirm(approval, OPS2)
     assert second.kind == "approved" and second.approval.second_approver == OPS2
-    assert await _drill_value(world.runtime.services) == 0  # nothing before execution
+    assert await drill_value(world.runtime.services) == 0  # nothing before execution
 
 
 async def test_cancelled_plan_cannot_be_confirmed(world: GateWorld) -> None:
@@ -326,7 +274,7 @@ async def test_permission_is_checked_again_at_execution(world: GateWorld) -> Non
     with pytest.raises(Refused) as refused:
         await world.runtime.gate.execute(confirmation.approval, publish)
     assert refused.value.reason == "not_authorised"
-    assert await _drill_value(world.runtime.services) == 0
+    assert await drill_value(world.runtime.services) == 0
 
 
 async def test_two_operations_at_once_exactly_one_proceeds(
@@ -348,7 +296,7 @@ async def test_two_operations_at_once_exactly_one_proceeds(
     refused = [item for item in outcomes if isinstance(item, Refused)]
     assert len(succeeded) == 1 and len(refused) == 1
     assert refused[0].reason == "locked" and "is running /drill" in refused[0].message
-    assert await _drill_value(world.runtime.services) == 1
+    assert await drill_value(world.runtime.services) == 1
 
 
 # --- The lock ----------------------------------------------------------------------------------------
