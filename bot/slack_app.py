@@ -15,7 +15,7 @@ from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate import Approval, Refused
 from bot.mfa_commands import MFA_USAGE, run_mfa_command
-from bot.render.common import Message, SlackReply, error_text
+from bot.render.common import Message, SlackReply, error_text, escape
 from bot.render.gate import (
     CANCEL_ACTION,
     CONFIRM_ACTION,
@@ -284,7 +284,9 @@ async def run_approved(runtime: Runtime, client: AsyncWebClient, approval: Appro
     try:
         result = await runtime.gate.execute(approval, publish)
     except Refused as refusal:
-        await _update_plan_message(client, approval, notice_message(f"Not run: {title}", refusal.message))
+        await _update_plan_message(
+            client, approval, notice_message(f"Not run: {title}", escape(refusal.message))
+        )
         if refusal.new_plan is not None and approval.channel_id:
             invocation = Invocation(
                 request_id=new_request_id(),
@@ -296,7 +298,7 @@ async def run_approved(runtime: Runtime, client: AsyncWebClient, approval: Appro
         return
     except Exception as error:
         log.exception("execution_failed")
-        text = f"{type(error).__name__}: {error}"[:500]
+        text = escape(f"{type(error).__name__}: {error}"[:500])
         await _update_plan_message(client, approval, notice_message(f"Failed: {title}", text))
         return
     await _update_plan_message(client, approval, outcome_message(title, result, footer))

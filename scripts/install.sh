@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # System packages: Prometheus (+promtool), Podman serving the Docker Engine API, busybox for images.
 # PostgreSQL (with pg_dump/pg_restore) and Redis are started by the machine itself.
 need=()
-for package in prometheus podman runc busybox-static; do
+for package in prometheus podman runc busybox-static catatonit; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if ((${#need[@]})); then

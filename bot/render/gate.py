@@ -171,9 +171,9 @@ def outcome_message(title: str, result: Execution, footer: str) -> Message:
     )
 
 
-def notice_message(title: str, text: str) -> Message:
-    """Build a short message that replaces a plan (cancelled, refused, expired)."""
-    return Message(text=f"{title}: {text}", blocks=[header(title), section(escape(text))])
+def notice_message(title: str, markdown: str) -> Message:
+    """Build a short message that replaces a plan (cancelled, refused, expired); the caller escapes."""
+    return Message(text=f"{title}: {markdown}", blocks=[header(title), section(markdown)])
 
 
 def terminal_plan(plan: Plan, console: Console) -> None:

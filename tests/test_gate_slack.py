@@ -1,0 +1,180 @@
+"""The gate in Slack: plan buttons, the MFA modal, progress in place, refusals — signed, over real HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pyotp
+
+from bot.mfa import code_at
+from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW, TOTP_BLOCK
+from bot.runtime import Runtime
+from tests.conftest import SIGNING_SECRET, recreate_database
+from tests.fakes import (
+    FakeSlack,
+    block_actions_payload,
+    signed_interaction_request,
+    view_submission_payload,
+)
+from tests.gate_helpers import (
+    DRILL_KEY,
+    SECRET_KEY,
+    FrozenClock,
+    drill_command,  # noqa: F401  (autouse fixture)
+    drill_value,
+)
+from tests.test_slack_app import CHANNEL, USER, block_text, post_command, running_bot
+
+OTHER = "U0OTHER001"
+
+
+@asynccontextmanager
+async def gate_bot(fake: FakeSlack) -> AsyncIterator[tuple[str, Runtime, FrozenClock, dict[str, str]]]:
+    """Serve the bot with a fresh state database, MFA on, two operators enrolled, and a frozen clock."""
+    dsn = await recreate_database("chatops_test_gate_slack")
+    async with running_bot(
+        fake, state_database_url=dsn, secret_key=SECRET_KEY, operators=[USER, OTHER], mfa_admins=[USER]
+    ) as (url, runtime):
+        clock = FrozenClock(now=datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+        runtime.gate.clock = clock
+        seeds = {}
+        for user in (USER, OTHER):
+            enrollment = await runtime.mfa.enroll(user)
+            seeds[user] = enrollment.secret
+            assert (
+                await runtime.mfa.verify(
+                    user, code_at(enrollment.secret, clock.now), clock.now, confirming=True
+                )
+            ).accepted
+        clock.advance(30)
+        await runtime.services.redis.client.delete(DRILL_KEY)
+        yield url, runtime, clock, seeds
+
+
+async def interact(url: str, payload: dict[str, Any], secret: str = SIGNING_SECRET) -> httpx.Response:
+    body, headers = signed_interaction_request(secret, payload)
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(f"{url}/slack/events", content=body, headers=headers)
+
+
+def totp_values(code: str) -> dict[str, dict[str, dict[str, Any]]]:
+    return {TOTP_BLOCK: {"value": {"type": "plain_text_input", "value": code}}}
+
+
+async def test_plan_confirm_mfa_and_progress_in_place(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, runtime, clock, seeds):
+        await post_command(url, "/drill", "4")
+        plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        plan_text = block_text(plan_post.params["blocks"])
+        assert "Plan: Add 4 to the drill counter" in plan_text and "counter = 0" in plan_text
+        buttons = plan_post.params["blocks"][-1]["elements"]
+        assert [button["action_id"] for button in buttons] == [CONFIRM_ACTION, CANCEL_ACTION]
+        approval_id = buttons[0]["value"]
+        plan_ts = plan_post.response["ts"]
+
+        await interact(url, block_actions_payload(CONFIRM_ACTION, approval_id, message_ts=plan_ts))
+        opened = await fake_slack.wait_for_call_async("views.open", timeout=10)
+        assert opened.params["view"]["callback_id"] == MFA_VIEW
+        assert opened.params["view"]["private_metadata"] == approval_id
+
+        code = code_at(seeds[USER], clock.now)
+        submission = view_submission_payload(MFA_VIEW, totp_values(code), private_metadata=approval_id)
+        response = await interact(url, submission)
+        assert response.status_code == 200 and response.text in ("", "null")  # the modal closes
+        final = await fake_slack.wait_for_call_async(
+            "chat.update", predicate=lambda call: "Succeeded" in block_text(call.params["blocks"]), timeout=10
+        )
+        assert final.params["ts"] == plan_ts and final.params["channel"] == CHANNEL
+        assert "counter = 4" in block_text(final.params["blocks"])
+        updates = [block_text(call.params["blocks"]) for call in fake_slack.calls_to("chat.update")]
+        assert any(":hourglass_flowing_sand: add" in text for text in updates)  # progress shown while running
+        assert await drill_value(runtime.services) == 4
+
+        # The same signed submission replayed: refused in the modal, nothing runs twice.
+        replay = await interact(url, submission)
+        assert replay.json()["response_action"] == "errors"
+        assert "already" in replay.json()["errors"][TOTP_BLOCK]
+        assert await drill_value(runtime.services) == 4
+
+
+async def test_wrong_code_is_shown_in_the_modal_and_nothing_runs(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
+        await post_command(url, "/drill", "1")
+        plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        approval_id = plan_post.params["blocks"][-1]["elements"][0]["value"]
+        wrong = view_submission_payload(MFA_VIEW, totp_values("000000"), private_metadata=approval_id)
+        answer = (await interact(url, wrong)).json()
+        assert answer == {"response_action": "errors", "errors": {TOTP_BLOCK: "wrong or expired code"}}
+        assert await drill_value(runtime.services) == 0
+        assert fake_slack.calls_to("chat.update") == []
+
+
+async def test_someone_else_clicking_confirm_is_told_no(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, _runtime, _clock, _seeds):
+        await post_command(url, "/drill", "1")
+        plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        approval_id = plan_post.params["blocks"][-1]["elements"][0]["value"]
+        await interact(url, block_actions_payload(CONFIRM_ACTION, approval_id, user_id=OTHER))
+        told = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+        assert told.params["user"] == OTHER
+        assert "only the person who asked can confirm" in told.params["text"]
+        assert fake_slack.calls_to("views.open") == []
+
+
+async def test_forged_interaction_gets_401_and_runs_nothing(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, runtime, clock, seeds):
+        await post_command(url, "/drill", "1")
+        plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        approval_id = plan_post.params["blocks"][-1]["elements"][0]["value"]
+        code = code_at(seeds[USER], clock.now)
+        forged = view_submission_payload(MFA_VIEW, totp_values(code), private_metadata=approval_id)
+        response = await interact(url, forged, secret="not-the-signing-secret")
+        assert response.status_code == 401
+        assert await drill_value(runtime.services) == 0
+        approval = await runtime.gate.load(uuid.UUID(approval_id))
+        assert approval is not None and approval.status == "pending"
+
+
+async def test_cancel_replaces_the_plan(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, _runtime, _clock, _seeds):
+        await post_command(url, "/drill", "1")
+        plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        approval_id = plan_post.params["blocks"][-1]["elements"][0]["value"]
+        await interact(
+            url, block_actions_payload(CANCEL_ACTION, approval_id, message_ts=plan_post.response["ts"])
+        )
+        update = await fake_slack.wait_for_call_async("chat.update", timeout=10)
+        assert "Cancelled by <@U0ONCALL01>; nothing was changed." in block_text(update.params["blocks"])
+
+
+async def test_mfa_enroll_goes_to_a_dm_with_a_qr_code_and_confirms(fake_slack: FakeSlack) -> None:
+    dsn = await recreate_database("chatops_test_gate_slack")
+    async with running_bot(fake_slack, state_database_url=dsn, secret_key=SECRET_KEY) as (url, runtime):
+        await post_command(url, "/mfa", "enroll")
+        told = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+        assert "I sent your enrollment to our DM" in told.params["text"]
+        dm_post = fake_slack.calls_to("chat.postMessage")[0]
+        assert dm_post.params["channel"].startswith("D")  # a DM, never the channel
+        uri = dm_post.params["text"].split("`")[1]
+        assert uri.startswith("otpauth://totp/chatops:U0ONCALL01?secret=")
+        completed = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=10)
+        assert completed.params["channel_id"].startswith("D")
+        png = next(iter(fake_slack.files.values())).content
+        assert png.startswith(b"\x89PNG")
+        seed = pyotp.parse_uri(uri).secret
+        # The seed is stored encrypted, and never posted anywhere but the DM.
+        for call in fake_slack.calls:
+            if call.params.get("channel") == CHANNEL:
+                assert seed not in str(call.params)
+
+        fake_slack.reset()
+        await post_command(url, "/mfa", f"confirm {pyotp.TOTP(seed).at(time.time())}")
+        confirmed = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+        assert "MFA enrolled" in confirmed.params["text"]
+        assert (await runtime.mfa.status(USER)).confirmed
