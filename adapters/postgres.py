@@ -48,6 +48,22 @@ class PostgresAdapter:
         async with pool.acquire(timeout=self.timeout) as conn:
             yield conn
 
+    @asynccontextmanager
+    async def read_only(self, statement_timeout: float) -> AsyncIterator[asyncpg.Connection]:
+        """Lend a connection inside a read-only snapshot whose statements stop at `statement_timeout`."""
+        milliseconds = str(max(1, round(statement_timeout * 1000)))
+        async with self.connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            # SET LOCAL cannot take parameters; set_config(..., true) is its parameterized form.
+            # A client that stalls mid-transaction (a slow export reader) must not hold a snapshot forever.
+            await conn.execute(
+                "SELECT set_config('statement_timeout', $1, true),"
+                " set_config('idle_in_transaction_session_timeout', $2, true)",
+                milliseconds,
+                str(max(int(milliseconds) * 4, 60_000)),
+                timeout=self.timeout,
+            )
+            yield conn
+
     async def ping(self) -> str:
         """Run `SELECT version()` and return the server's version line."""
         async with self.connection() as conn:
