@@ -18,9 +18,13 @@ for _name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "GIT
     os.environ.pop(_name, None)
 
 from bot.config import Settings  # noqa: E402
+from bot.observability import configure_logging  # noqa: E402
 from sandbox.manager import SandboxStatus  # noqa: E402
 from sandbox.testing import ensure_sandbox  # noqa: E402
 from tests.fakes import FakeSlack  # noqa: E402
+
+# As the CLI does: log lines go to stderr as JSON, so stdout holds only results.
+configure_logging("WARNING")
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SIGNING_SECRET = "test-signing-secret"

@@ -1,0 +1,125 @@
+"""The gate at the terminal: same plan, typed confirmation and TOTP read from the terminal."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pyotp
+import pytest
+
+from bot.cli import run_command
+from bot.cli_gate import run_gate_command
+from bot.config import Settings
+from bot.runtime import Runtime
+from bot.state import migrate
+from tests.conftest import make_settings, recreate_database
+from tests.gate_helpers import (
+    DRILL_KEY,
+    SECRET_KEY,
+    drill_command,  # noqa: F401  (autouse fixture)
+    drill_value,
+)
+
+OPERATOR = "U0CLIOPS1"
+
+
+@pytest.fixture
+async def cli_settings() -> Settings:
+    dsn = await recreate_database("chatops_test_gate_cli")
+    settings = make_settings(
+        state_database_url=dsn, secret_key=SECRET_KEY, operators=[OPERATOR], cli_user=OPERATOR
+    )
+    runtime = Runtime.build(settings)
+    try:
+        await migrate(runtime.services.state_db)
+        await runtime.services.redis.client.delete(DRILL_KEY)
+    finally:
+        await runtime.services.aclose()
+    return settings
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Answers typed at the terminal, in order; prompts shown are checked by the tests."""
+    answers: list[str] = []
+    prompts: list[str] = []
+
+    def reader(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return answers.pop(0)
+
+    monkeypatch.setattr("builtins.input", reader)
+    monkeypatch.setattr("getpass.getpass", reader)
+    yield answers
+    assert answers == [], f"unused answers: {answers}"
+
+
+async def enroll_at_terminal(settings: Settings, terminal: list[str]) -> str:
+    runtime = Runtime.build(settings)
+    try:
+        enrollment = await runtime.mfa.enroll(OPERATOR)
+    finally:
+        await runtime.services.aclose()
+    terminal.append(pyotp.TOTP(enrollment.secret).now())
+    assert await run_gate_command(settings, "mfa", ["confirm"], as_json=False) == 0
+    return enrollment.secret
+
+
+async def test_destructive_command_at_the_terminal_goes_through_the_gate(
+    cli_settings: Settings, terminal: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed = await enroll_at_terminal(cli_settings, terminal)
+    # The enrollment code was used in this time step: the next one must be a later step's code.
+    next_code = pyotp.TOTP(seed).at(time.time() + 30)
+    terminal.extend(["yes", next_code])
+    capsys.readouterr()
+    assert await run_command(cli_settings, "drill", ["3"], as_json=True) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert result["succeeded"] is True and result["state"] == ["counter = 3"]
+    assert "Plan: Add 3 to the drill counter" in out.err
+
+    runtime = Runtime.build(cli_settings)
+    try:
+        assert await drill_value(runtime.services) == 3
+    finally:
+        await runtime.services.aclose()
+
+
+async def test_declining_at_the_prompt_changes_nothing(
+    cli_settings: Settings, terminal: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await enroll_at_terminal(cli_settings, terminal)
+    terminal.append("no")
+    assert await run_command(cli_settings, "drill", ["3"], as_json=False) == 1
+    assert "cancelled; nothing was changed" in capsys.readouterr().err
+
+
+async def test_terminal_without_an_operator_identity_is_a_usage_error(
+    cli_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = cli_settings.model_copy(update={"cli_user": None})
+    assert await run_command(settings, "drill", ["3"], as_json=False) == 2
+    assert "set CHATOPS_CLI_USER" in capsys.readouterr().err
+
+
+async def test_a_code_given_as_an_argument_is_refused(
+    cli_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_gate_command(cli_settings, "mfa", ["confirm", "123456"], as_json=False) == 2
+    assert "read from the terminal, not from an argument" in capsys.readouterr().err
+
+
+async def test_audit_trail_verify_at_the_terminal(
+    cli_settings: Settings, terminal: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await enroll_at_terminal(cli_settings, terminal)
+    capsys.readouterr()
+    assert await run_gate_command(cli_settings, "audit-trail", ["verify"], as_json=True) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"rows": 1, "ok": True, "problems": []}  # the confirmation at the terminal
+    assert await run_gate_command(cli_settings, "audit-trail", ["recent"], as_json=True) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["actor"], row["action"], row["decision"]) == (OPERATOR, "MFA_CONFIRM", "accepted")
