@@ -56,6 +56,7 @@ __all__ = [
     "ComponentStatus",
     "SandboxError",
     "SandboxStatus",
+    "backend_container_name",
     "backend_status",
     "backfill_prometheus",
     "db_status",
@@ -658,11 +659,22 @@ def ensure_images(settings: Settings, *, rebuild: bool = False) -> list[str]:
 # --- backend container -------------------------------------------------------------------
 
 
-def _find_backend(client: docker.DockerClient) -> docker.models.containers.Container | None:
+def backend_container_name(settings: Settings) -> str:
+    """Return the backend container's name, Compose style: `<project>-<service>-1`.
+
+    With the default project and service this is BACKEND_CONTAINER; another project (a test's own
+    backend beside the shared one) gets a container of its own.
+    """
+    return f"{settings.compose_project}-{settings.backend_service}-1"
+
+
+def _find_backend(
+    client: docker.DockerClient, name: str = BACKEND_CONTAINER
+) -> docker.models.containers.Container | None:
     import docker.errors
 
     try:
-        return client.containers.get(BACKEND_CONTAINER)
+        return client.containers.get(name)
     except docker.errors.NotFound:
         return None
 
@@ -706,7 +718,7 @@ def start_backend(settings: Settings, version: str | None = None) -> ComponentSt
 
     client = docker_client(settings)
     try:
-        container = _find_backend(client)
+        container = _find_backend(client, backend_container_name(settings))
         action = "reused"
         if container is not None:
             current = container_version(container)
@@ -769,7 +781,7 @@ def _run_backend(
     # systemd the state stays "starting" forever, which would mislead the bot.
     created = api.create_container(
         f"{BACKEND_IMAGE}:{version}",
-        name=BACKEND_CONTAINER,
+        name=backend_container_name(settings),
         detach=True,
         labels=labels,
         environment=environment,
@@ -805,7 +817,7 @@ def stop_backend(settings: Settings, *, remove: bool = True) -> ComponentStatus:
         return _stop_backend_with_cli(settings, remove=remove)
     client = docker_client(settings)
     try:
-        container = _find_backend(client)
+        container = _find_backend(client, backend_container_name(settings))
         if container is None:
             return ComponentStatus("backend", False, "no container")
         with contextlib.suppress(docker.errors.NotFound):
@@ -820,9 +832,10 @@ def stop_backend(settings: Settings, *, remove: bool = True) -> ComponentStatus:
 def _stop_backend_with_cli(settings: Settings, *, remove: bool) -> ComponentStatus:
     """Stop the container with the podman CLI: the API service may be the thing that is down."""
     paths = Paths(settings)
-    argv = [_binary("podman"), "rm", "-f", "-t", str(int(STOP_TIMEOUT)), BACKEND_CONTAINER]
+    name = backend_container_name(settings)
+    argv = [_binary("podman"), "rm", "-f", "-t", str(int(STOP_TIMEOUT)), name]
     if not remove:
-        argv = [_binary("podman"), "stop", "-t", str(int(STOP_TIMEOUT)), BACKEND_CONTAINER]
+        argv = [_binary("podman"), "stop", "-t", str(int(STOP_TIMEOUT)), name]
     try:
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=STOP_TIMEOUT + 20, env=_podman_env(paths)
@@ -846,9 +859,10 @@ def backend_status(settings: Settings) -> ComponentStatus:
     if _ping(settings):
         client = docker_client(settings, timeout=10)
         try:
-            container = _find_backend(client)
+            name = backend_container_name(settings)
+            container = _find_backend(client, name)
             if container is None:
-                parts.append(f"no container {BACKEND_CONTAINER}")
+                parts.append(f"no container {name}")
             else:
                 version = container_version(container)
                 info.update(container=container.name, state=container.status, version=version)
