@@ -8,11 +8,13 @@ from typing import Any
 
 from rich.console import Console
 
+from bot import audit_runner
 from bot.authz import Role
+from bot.render import audit as audit_render
 from bot.render import health as health_render
 from bot.render.common import SlackReply
 from bot.services import Services
-from commands import health
+from commands import audit, health
 from commands.base import CommandResult
 from commands.destructive import Execution, Plan, Progress
 
@@ -55,6 +57,10 @@ async def _run_health(services: Services, tokens: list[str], invocation: Invocat
     )
 
 
+async def _run_audit(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    return await audit_runner.run_audit(services, tokens, invocation.source)
+
+
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in (
@@ -65,6 +71,16 @@ COMMANDS: dict[str, CommandSpec] = {
             run=_run_health,
             slack=health_render.slack,
             terminal=health_render.terminal,
+        ),
+        CommandSpec(
+            name="audit",
+            summary="audit_log by user, IP, request, failed logins, MFA, security; export CSV/JSON",
+            usage=audit.USAGE,
+            run=_run_audit,
+            slack=audit_render.slack,
+            terminal=audit_render.terminal,
+            # An export of a million rows streams for a while; each fetch has its own statement timeout.
+            timeout_seconds=300.0,
         ),
     )
 }

@@ -13,6 +13,7 @@ import asyncpg
 from commands.audit import (
     CLIENT_TIMEOUT_MARGIN,
     AuditExport,
+    AuditUnavailable,
     ExportRequest,
     Params,
     ReadOnlyDatabase,
@@ -38,6 +39,19 @@ def export_sql(request: ExportRequest) -> tuple[str, list[Any]]:
         f" FROM audit_log WHERE {where} ORDER BY timestamp, id LIMIT {params(request.limit + 1)}"
     )
     return sql, params.values
+
+
+class SinkError(Exception):
+    """The export's destination refused bytes (disk full, closed pipe); not the database's fault."""
+
+
+def _write(sink: IO[bytes], text: str) -> int:
+    data = text.encode("utf-8")
+    try:
+        sink.write(data)
+    except OSError as error:
+        raise SinkError(error.strerror or str(error)) from error
+    return len(data)
 
 
 def _csv_text(value: str) -> str:
@@ -83,9 +97,7 @@ class CsvWriter:
         """Nothing follows the last row in CSV."""
 
     def _write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        self.sink.write(data)
-        self.bytes += len(data)
+        self.bytes += _write(self.sink, text)
 
 
 class JsonWriter:
@@ -121,9 +133,7 @@ class JsonWriter:
         self._write("\n]\n")
 
     def _write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        self.sink.write(data)
-        self.bytes += len(data)
+        self.bytes += _write(self.sink, text)
 
 
 def export_filename(request: ExportRequest, at: datetime) -> str:
@@ -172,6 +182,13 @@ async def export(
                     truncated = f"stopped at {max_bytes:,} bytes, the upload limit; narrow it or use the CLI"
                     break
             writer.finish()
+    except SinkError as error:
+        return AuditUnavailable(
+            database=db.database,
+            reason="error",
+            detail=f"writing the export failed: {error}",
+            rows_written=rows,
+        )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         return unavailable(error, db.database, statement_timeout, rows_written=rows)
     elapsed = time.perf_counter() - started
