@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from commands.incident import RUNBOOK_CONTACTS, Contact
+
 # The sandbox keeps its sockets, data and logs here; the defaults below point at it.
 DEFAULT_SANDBOX_DIR = Path("/tmp/chatops-sandbox")
 
@@ -70,6 +72,20 @@ class Settings(BaseSettings):
     github_token: SecretStr | None = _env("GITHUB_TOKEN")
     github_repo: str | None = None
     github_api_url: str = "https://api.github.com"
+    # GitHub's secondary rate limits name a wait (retry-after): waited out when no longer than this.
+    github_max_retry_wait_seconds: float = Field(default=10.0, ge=0, le=120)
+
+    # Incidents, alert intake and RCA drafts.
+    # The channel alerts are posted to, and the terminal's channel for `chatops incident`.
+    incident_channel: str | None = None
+    # The runbook's emergency contacts, as JSON: [{"role": ..., "area": ..., "contact": ...}, ...].
+    incident_contacts: list[Contact] = Field(default_factory=lambda: list(RUNBOOK_CONTACTS))
+    # Bearer token Alertmanager must send to POST /alerts (http_config.authorization); none: no check.
+    alertmanager_token: SecretStr | None = None
+    # Language of RCA drafts (templates/rca.<language>.md.j2): en or pt.
+    rca_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    # Where the RCA templates are; empty: found beside the code or in the working directory.
+    templates_dir: Path | None = None
 
     # Encrypts secrets at rest in the bot's database (TOTP seeds).
     secret_key: SecretStr | None = None
