@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import math
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import docker
+import docker.errors
 from docker.errors import DockerException
 
-from adapters.base import DependencyError
+from adapters.base import DependencyError, classify
 
 # Pinned so that building the client never calls the engine (version="auto" would).
 DOCKER_API_VERSION = "1.41"
@@ -74,6 +80,152 @@ class EngineAdapter:
         """Check the engine answers and report the backend container's state."""
         return await asyncio.to_thread(self._check)
 
+    # --- Deploying one Compose service: the steps of `docker compose up -d`, one call each ----------
+    # Every call makes its own client with the caller's timeout (stops and health waits need longer
+    # than a ping) and runs in a thread, with a backstop in case the socket never answers.
+
+    async def _call(
+        self, timeout: float, work: Callable[[docker.DockerClient], _T], grace: float = 0.0
+    ) -> _T:
+        def run() -> _T:
+            client = docker.DockerClient(
+                base_url=self.base_url, version=DOCKER_API_VERSION, timeout=max(1, math.ceil(timeout))
+            )
+            try:
+                return work(client)
+            except DependencyError:
+                raise
+            except Exception as error:
+                raise _operation_error(error) from None
+            finally:
+                client.close()
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(run), timeout=timeout + grace + 5)
+        except TimeoutError:
+            raise DependencyError("timeout", f"engine did not answer within {timeout + grace:g} s") from None
+
+    async def image_tags(self, repository: str, timeout: float) -> list[ImageTag]:
+        """List the tags of one image repository present in the engine."""
+
+        def work(client: docker.DockerClient) -> list[ImageTag]:
+            wanted = _short_repository(repository)
+            found: list[ImageTag] = []
+            for image in client.api.images():
+                for ref in image.get("RepoTags") or []:
+                    name, _, tag = str(ref).rpartition(":")
+                    if name and _short_repository(name) == wanted and "/" not in tag:
+                        found.append(ImageTag(repository, tag, str(image["Id"]), _iso(image.get("Created"))))
+            return found
+
+        return await self._call(timeout, work)
+
+    async def image_id(self, ref: str, timeout: float) -> str | None:
+        """Return the id of the image a reference names, or None when it is not present."""
+
+        def work(client: docker.DockerClient) -> str | None:
+            try:
+                return str(client.api.inspect_image(ref)["Id"])
+            except docker.errors.ImageNotFound:
+                return None
+
+        return await self._call(timeout, work)
+
+    async def project_containers(self, timeout: float, service: str | None = None) -> list[ContainerInfo]:
+        """Describe every container of the Compose project (or of one of its services)."""
+
+        def work(client: docker.DockerClient) -> list[ContainerInfo]:
+            labels = [f"com.docker.compose.project={self.compose_project}"]
+            if service is not None:
+                labels.append(f"com.docker.compose.service={service}")
+            listed = client.api.containers(all=True, filters={"label": labels})
+            return [_container_info(client.api.inspect_container(item["Id"])) for item in listed]
+
+        return await self._call(timeout, work)
+
+    async def describe(self, container_id: str, timeout: float) -> ContainerInfo:
+        """Describe one container; DependencyError "not found" when it is gone."""
+        return await self._call(
+            timeout, lambda client: _container_info(client.api.inspect_container(container_id))
+        )
+
+    async def rename(self, container_id: str, name: str, timeout: float) -> None:
+        """Rename a container (running or not)."""
+        await self._call(timeout, lambda client: client.api.rename(container_id, name))
+
+    async def create_like(
+        self, source_id: str, image: str, name: str, env: Mapping[str, str | None], timeout: float
+    ) -> ContainerInfo:
+        """Create (not start) a container configured like `source_id` but from `image`.
+
+        What the source's image supplied (environment, labels, command...) is left for the new
+        image to supply; what was set on the container itself is carried over, with `env`
+        applied on top (None removes a variable).
+        """
+
+        def work(client: docker.DockerClient) -> ContainerInfo:
+            source = client.api.inspect_container(source_id)
+            try:
+                base = client.api.inspect_image(source["Image"])
+            except docker.errors.ImageNotFound:
+                base = None  # the old image is gone: everything the container shows is carried
+            target_id = str(client.api.inspect_image(image)["Id"])
+            body, more_networks = clone_config(source, base, image, target_id, env)
+            created = client.api.create_container_from_config(body, name=name)
+            new_id = str(created["Id"])
+            try:
+                for network, endpoint in more_networks.items():
+                    client.api.connect_container_to_network(
+                        new_id,
+                        network,
+                        aliases=endpoint.get("Aliases") or None,
+                        links=endpoint.get("Links") or None,
+                        ipv4_address=(endpoint.get("IPAMConfig") or {}).get("IPv4Address"),
+                    )
+            except Exception:
+                # A half-made container must not linger under the service's name.
+                client.api.remove_container(new_id, force=True)
+                raise
+            return _container_info(client.api.inspect_container(new_id))
+
+        return await self._call(timeout, work)
+
+    async def stop(self, container_id: str, stop_timeout: int, timeout: float) -> None:
+        """Stop a container, giving it `stop_timeout` seconds before SIGKILL."""
+        await self._call(
+            timeout, lambda client: client.api.stop(container_id, timeout=stop_timeout), grace=stop_timeout
+        )
+
+    async def start(self, container_id: str, timeout: float) -> None:
+        """Start a container."""
+        await self._call(timeout, lambda client: client.api.start(container_id))
+
+    async def restart(self, container_id: str, stop_timeout: int, timeout: float) -> None:
+        """Restart a container, giving it `stop_timeout` seconds to stop."""
+        await self._call(
+            timeout, lambda client: client.api.restart(container_id, timeout=stop_timeout), grace=stop_timeout
+        )
+
+    async def remove(self, container_id: str, timeout: float) -> None:
+        """Remove a container, stopping it first if it runs; a container already gone is fine."""
+
+        def work(client: docker.DockerClient) -> None:
+            try:
+                client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                return
+
+        await self._call(timeout, work)
+
+    async def logs_tail(self, container_id: str, lines: int, timeout: float) -> str:
+        """Return the last lines a container wrote (stdout and stderr)."""
+
+        def work(client: docker.DockerClient) -> str:
+            raw = client.api.logs(container_id, stdout=True, stderr=True, tail=lines)
+            return bytes(raw).decode(errors="replace")
+
+        return await self._call(timeout, work)
+
     def close(self) -> None:
         """Close the SDK client's connections."""
         if self._client is not None:
@@ -88,3 +240,263 @@ def _engine_reason(error: DockerException) -> tuple[Any, str]:
     if "timed out" in lowered or "timeout" in lowered:
         return "timeout", "engine did not answer in time"
     return "error", text[:200]
+
+
+# --- Deploying: what the engine says about images and containers, and how to copy a container ------
+
+_T = TypeVar("_T")
+
+# Variables the engine itself puts in a container's environment: never carried to a new container.
+_ENGINE_ENV = {"HOSTNAME"}
+_ENGINE_ENV_ENTRIES = {"container=podman"}
+# Settings the image supplies unless the container overrides them.
+_IMAGE_DEFAULTS = ("Cmd", "Entrypoint", "WorkingDir", "User", "Healthcheck", "Volumes", "Shell")
+# Host settings copied as they are when set (a zero, empty or false value is the engine's default).
+_HOST_SETTINGS = (
+    "Binds",
+    "Mounts",
+    "PortBindings",
+    "PublishAllPorts",
+    "RestartPolicy",
+    "Init",
+    "AutoRemove",
+    "VolumesFrom",
+    "Links",
+    "CapAdd",
+    "CapDrop",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+    "GroupAdd",
+    "Privileged",
+    "ReadonlyRootfs",
+    "SecurityOpt",
+    "Sysctls",
+    "Tmpfs",
+    "Devices",
+    "OomScoreAdj",
+    "Memory",
+    "MemoryReservation",
+    "MemorySwap",
+    "NanoCpus",
+    "CpuShares",
+    "CpuQuota",
+    "CpuPeriod",
+    "CpusetCpus",
+    "CpusetMems",
+    "PidsLimit",
+    "ShmSize",
+    "CgroupParent",
+)
+# Namespace modes that only restate the default, as Podman reports them.
+_DEFAULT_MODES = {"", "private", "shareable", "default"}
+_DEFAULT_NETWORKS = {"bridge", "podman", "default"}
+
+
+@dataclass(frozen=True)
+class ImageTag:
+    """One tag of an image repository present in the engine."""
+
+    repository: str
+    tag: str
+    image_id: str
+    created: str | None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One container as the engine describes it, reduced to what deploying needs."""
+
+    id: str
+    name: str
+    project: str
+    service: str
+    image_id: str
+    image_ref: str
+    status: str
+    health: str | None
+    created: str
+    started_at: str | None
+    exit_code: int | None
+    error: str
+    stop_timeout: int | None
+    restart_count: int
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        """Return the 12-character id the engine's tools show."""
+        return self.id[:12]
+
+
+def _container_info(attrs: dict[str, Any]) -> ContainerInfo:
+    config = attrs.get("Config") or {}
+    state = attrs.get("State") or {}
+    labels = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+    env: dict[str, str] = {}
+    for entry in config.get("Env") or []:
+        key, _, value = str(entry).partition("=")
+        env[key] = value
+    health = (state.get("Health") or {}).get("Status") or None
+    started = str(state.get("StartedAt") or "")
+    stop_timeout = config.get("StopTimeout")
+    return ContainerInfo(
+        id=str(attrs["Id"]),
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        project=labels.get("com.docker.compose.project", ""),
+        service=labels.get("com.docker.compose.service", ""),
+        image_id=str(attrs.get("Image", "")),
+        image_ref=str(config.get("Image", "")),
+        status=str(state.get("Status", "")),
+        health=str(health) if health else None,
+        created=str(attrs.get("Created", "")),
+        started_at=None if not started or started.startswith("0001-") else started,
+        exit_code=int(state["ExitCode"]) if state.get("ExitCode") is not None else None,
+        error=str(state.get("Error") or ""),
+        stop_timeout=int(stop_timeout) if stop_timeout is not None else None,
+        restart_count=int(attrs.get("RestartCount") or 0),
+        env=env,
+        labels=labels,
+    )
+
+
+def _short_repository(name: str) -> str:
+    """Drop the default registry prefixes the engine adds (Podman shows docker.io/library/x)."""
+    for prefix in ("docker.io/library/", "docker.io/", "localhost/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def _iso(created: Any) -> str | None:
+    if isinstance(created, int | float) and created > 0:
+        return datetime.fromtimestamp(created, UTC).isoformat()
+    return str(created) if created else None
+
+
+def _signal_name(value: Any) -> str | None:
+    """Name a stop signal: Podman reports numbers ("15"), create takes names."""
+    text = str(value or "")
+    if text.isdigit():
+        try:
+            return signal.Signals(int(text)).name
+        except ValueError:
+            return None
+    return text or None
+
+
+def _operation_error(error: BaseException) -> DependencyError:
+    if isinstance(error, docker.errors.NotFound):
+        return DependencyError("not found", str(error.explanation or error)[:200])
+    if isinstance(error, docker.errors.APIError):
+        return DependencyError("error", str(error.explanation or error)[:300])
+    if isinstance(error, DockerException) and not isinstance(error, docker.errors.APIError):
+        reason, detail = _engine_reason(error)
+        return DependencyError(reason, detail)
+    return classify(error)
+
+
+def clone_config(
+    source: dict[str, Any],
+    source_image: dict[str, Any] | None,
+    image: str,
+    image_id: str,
+    env: Mapping[str, str | None],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Build the create body of a container like `source` from `image`; also its further networks.
+
+    `source` is the old container's inspect, `source_image` its image's (None if gone). Values the
+    old image supplied are left out, so that the new image supplies its own.
+    """
+    config = source.get("Config") or {}
+    host = source.get("HostConfig") or {}
+    base = (source_image or {}).get("Config") or {}
+    short = str(source.get("Id", ""))[:12]
+    body: dict[str, Any] = {"Image": image}
+
+    inherited = set(base.get("Env") or [])
+    variables: dict[str, str] = {}
+    for entry in config.get("Env") or []:
+        key, _, value = str(entry).partition("=")
+        if entry in inherited or key in _ENGINE_ENV or entry in _ENGINE_ENV_ENTRIES:
+            continue
+        variables[key] = value
+    for name, change in env.items():
+        if change is None:
+            variables.pop(name, None)
+        else:
+            variables[name] = change
+    body["Env"] = [f"{name}={value}" for name, value in variables.items()]
+
+    image_labels = base.get("Labels") or {}
+    labels = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
+    if "com.docker.compose.image" in labels:
+        labels["com.docker.compose.image"] = image_id  # Compose records the image it ran
+    body["Labels"] = labels
+
+    for key in _IMAGE_DEFAULTS:
+        if config.get(key) and config[key] != base.get(key):
+            body[key] = config[key]
+    exposed = {
+        k: v
+        for k, v in (config.get("ExposedPorts") or {}).items()
+        if k not in (base.get("ExposedPorts") or {})
+    }
+    if exposed:
+        body["ExposedPorts"] = exposed
+    for key in ("Tty", "OpenStdin", "StdinOnce", "Domainname"):
+        if config.get(key):
+            body[key] = config[key]
+    hostname = str(config.get("Hostname") or "")
+    if hostname and not str(source.get("Id", "")).startswith(hostname):
+        body["Hostname"] = hostname  # set on purpose; the default is the container's own id
+    stop_signal = _signal_name(config.get("StopSignal"))
+    if stop_signal:
+        body["StopSignal"] = stop_signal
+    if config.get("StopTimeout") is not None:
+        # Always explicit: Podman's compat API stores 0 when none is given, then SIGKILLs at once.
+        body["StopTimeout"] = int(config["StopTimeout"])
+
+    host_config: dict[str, Any] = {k: host[k] for k in _HOST_SETTINGS if host.get(k)}
+    if (host_config.get("RestartPolicy") or {}).get("Name") in ("", "no", None):
+        host_config.pop("RestartPolicy", None)
+    ulimits = [
+        {**item, "Name": str(item.get("Name", "")).lower().removeprefix("rlimit_")}
+        for item in host.get("Ulimits") or []
+    ]
+    if ulimits:
+        host_config["Ulimits"] = ulimits  # Podman reports RLIMIT_NOFILE, create takes nofile
+    log_config = host.get("LogConfig") or {}
+    if log_config.get("Type") and log_config.get("Config"):
+        host_config["LogConfig"] = log_config
+    for key in ("IpcMode", "PidMode", "UTSMode", "UsernsMode", "CgroupnsMode"):
+        if str(host.get(key) or "") not in _DEFAULT_MODES:
+            host_config[key] = host[key]
+
+    networks: dict[str, dict[str, Any]] = {}
+    for network, endpoint in ((source.get("NetworkSettings") or {}).get("Networks") or {}).items():
+        aliases = [a for a in endpoint.get("Aliases") or [] if a not in (short, hostname)]
+        networks[network] = {
+            key: value
+            for key, value in (
+                ("Aliases", aliases),
+                ("IPAMConfig", endpoint.get("IPAMConfig")),
+                ("Links", endpoint.get("Links")),
+            )
+            if value
+        }
+    mode = str(host.get("NetworkMode") or "")
+    more: dict[str, dict[str, Any]] = {}
+    if mode in ("host", "none") or mode.startswith(("container:", "ns:")):
+        host_config["NetworkMode"] = mode
+    elif networks:
+        # Podman reports "bridge" even for a Compose network: the networks themselves are the truth.
+        primary = mode if mode in networks else next(iter(networks))
+        if primary not in _DEFAULT_NETWORKS:
+            host_config["NetworkMode"] = primary
+        body["NetworkingConfig"] = {"EndpointsConfig": {primary: networks[primary]}}
+        more = {name: endpoint for name, endpoint in networks.items() if name != primary}
+    body["HostConfig"] = host_config
+    return body, more

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -111,6 +112,15 @@ class Settings(BaseSettings):
     # A Slack upload is held in memory until it is sent, so it has its own cap (bytes).
     audit_export_slack_max_bytes: int = Field(default=50_000_000, ge=1024, le=1_000_000_000)
 
+    # /rollback and /restart: the backend's image repository, which of its tags are versions, the
+    # environment variables `/rollback flag` may change, and how long each step may take.
+    backend_image: str = "3dpot-backend"
+    rollback_version_pattern: str = r"^v\d+\.\d+\.\d+$"
+    rollback_flags: Annotated[list[str], NoDecode] = ["MFA_ENABLED", "RATE_LIMIT_ENABLED"]
+    rollback_health_timeout_seconds: float = Field(default=60.0, gt=0, le=1800)
+    rollback_stop_timeout_seconds: int = Field(default=10, ge=1, le=600)
+    engine_operation_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
     # Behaviour.
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
@@ -153,6 +163,26 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("rollback_flags", mode="before")
+    @classmethod
+    def _flag_names(cls, value: Any) -> Any:
+        names = value
+        if isinstance(value, str):
+            names = [part.strip() for part in value.split(",") if part.strip()]
+        for name in names or []:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", str(name)):
+                raise ValueError(f"{str(name)[:40]!r} is not an environment variable name")
+        return names
+
+    @field_validator("rollback_version_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
         return value
 
     @field_validator("log_level")

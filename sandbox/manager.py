@@ -626,7 +626,8 @@ def ensure_images(settings: Settings, *, rebuild: bool = False) -> list[str]:
             client.api.import_image_from_data(_base_rootfs(), repository=BASE_IMAGE)
             built.append(BASE_IMAGE)
         for version in VERSIONS:
-            ref = f"{BACKEND_IMAGE}:{version}"
+            # settings.backend_image: a test can build images of its own, safe from rebuilds.
+            ref = f"{settings.backend_image}:{version}"
             recipe = _recipe(version)
             if not rebuild and _image_present(client, ref, recipe):
                 continue
@@ -780,7 +781,7 @@ def _run_backend(
     # No HEALTHCHECK: Podman schedules health checks through systemd timers, and without
     # systemd the state stays "starting" forever, which would mislead the bot.
     created = api.create_container(
-        f"{BACKEND_IMAGE}:{version}",
+        f"{settings.backend_image}:{version}",
         name=backend_container_name(settings),
         detach=True,
         labels=labels,
@@ -1136,7 +1137,7 @@ def _remove_images(settings: Settings) -> None:
 
     client = docker_client(settings)
     try:
-        for ref in [f"{BACKEND_IMAGE}:{v}" for v in VERSIONS] + [BASE_IMAGE]:
+        for ref in [f"{settings.backend_image}:{v}" for v in VERSIONS] + [BASE_IMAGE]:
             with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
                 client.images.remove(ref, force=True)
     finally:
