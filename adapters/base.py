@@ -6,6 +6,8 @@ import asyncio
 import errno
 import socket
 import ssl
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 Reason = Literal["refused", "timeout", "auth failed", "unexpected answer", "not found", "error"]
@@ -18,6 +20,15 @@ class DependencyError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason: Reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    """A server's clock and the local clock read around the call (the skew is known within their gap)."""
+
+    server: datetime
+    sent: datetime
+    received: datetime
 
 
 class Pingable(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +80,67 @@ class EngineAdapter:
     async def ping(self) -> str:
         """Check the engine answers and report the backend container's state."""
         return await asyncio.to_thread(self._check)
+
+    def _platform_stats(self, sample_seconds: float) -> list[ContainerStats]:
+        try:
+            containers = list(
+                self.client.containers.list(
+                    all=True, filters={"label": [f"com.docker.compose.project={self.compose_project}"]}
+                )
+            )
+            running = [c for c in containers if c.status == "running"]
+            first = {c.id: self.client.api.stats(c.id, stream=False, one_shot=True) for c in running}
+            # Docker fills precpu_stats itself; Podman does not, so take a second sample.
+            if running and not all(_has_precpu(stats) for stats in first.values()):
+                time.sleep(sample_seconds)
+                second = {c.id: self.client.api.stats(c.id, stream=False, one_shot=True) for c in running}
+            else:
+                second = first
+            return [self._container_stats(c, first.get(c.id), second.get(c.id)) for c in containers]
+        except DockerException as error:
+            raise DependencyError(*_engine_reason(error)) from None
+
+    def _container_stats(self, container: Any, before: Any, after: Any) -> ContainerStats:
+        attrs = container.attrs
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        image_ref = str(attrs.get("Config", {}).get("Image", ""))
+        version: str | None = None
+        try:
+            image = container.image
+            version = (image.labels or {}).get("org.opencontainers.image.version")
+            tags = list(image.tags or [])
+        except DockerException:
+            tags = []
+        tag = (tags[0] if tags else image_ref).rsplit("/", 1)[-1]
+        if version is None and ":" in tag:
+            version = tag.rsplit(":", 1)[1]
+        cpu = memory = limit = None
+        if isinstance(after, dict):
+            cpu = _cpu_percent(before, after)
+            memory_stats = after.get("memory_stats") or {}
+            memory = int(memory_stats["usage"]) if "usage" in memory_stats else None
+            limit = int(memory_stats["limit"]) if memory_stats.get("limit") else None
+        state = attrs.get("State", {})
+        return ContainerStats(
+            name=container.name,
+            service=str(labels.get("com.docker.compose.service", "")),
+            status=str(state.get("Status", container.status)),
+            restart_count=int(attrs.get("RestartCount") or 0),
+            image=tag,
+            version=version,
+            cpu_percent=cpu,
+            memory_bytes=memory,
+            memory_limit_bytes=limit,
+            started_at=str(state.get("StartedAt") or "") or None,
+        )
+
+    async def platform_stats(self, sample_seconds: float = 0.5) -> list[ContainerStats]:
+        """Return state, restarts, image version, CPU and memory of the platform's containers.
+
+        CPU is a percent of one core, as `docker stats` shows it, measured over `sample_seconds`
+        when the engine does not give the previous sample itself.
+        """
+        return await asyncio.to_thread(self._platform_stats, sample_seconds)
 
     # --- Deploying one Compose service: the steps of `docker compose up -d`, one call each ----------
     # Every call makes its own client with the caller's timeout (stops and health waits need longer
@@ -240,6 +302,109 @@ def _engine_reason(error: DockerException) -> tuple[Any, str]:
     if "timed out" in lowered or "timeout" in lowered:
         return "timeout", "engine did not answer in time"
     return "error", text[:200]
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """One container of the platform's Compose project, as the engine describes it."""
+
+    name: str
+    service: str
+    status: str
+    restart_count: int
+    image: str
+    version: str | None
+    cpu_percent: float | None
+    memory_bytes: int | None
+    memory_limit_bytes: int | None
+    started_at: str | None
+
+
+def _has_precpu(stats: Any) -> bool:
+    pre = (stats or {}).get("precpu_stats") or {}
+    return bool((pre.get("cpu_usage") or {}).get("total_usage")) and bool(pre.get("system_cpu_usage"))
+
+
+def _cpu_percent(before: Any, after: Any) -> float | None:
+    """Compute CPU use as `docker stats` does: 100 is one core busy."""
+    now = after.get("cpu_stats") or {}
+    # One sample carries its predecessor (Docker); two samples are compared (Podman).
+    previous = (after.get("precpu_stats") if before is after else (before or {}).get("cpu_stats")) or {}
+    try:
+        used = float(now["cpu_usage"]["total_usage"]) - float(previous["cpu_usage"]["total_usage"])
+        system = float(now["system_cpu_usage"]) - float(previous["system_cpu_usage"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    cpus = int(now.get("online_cpus") or len(now.get("cpu_usage", {}).get("percpu_usage") or []) or 1)
+    if system <= 0:
+        return None
+    return max(0.0, used / system * cpus * 100.0)
+
+
+class ServiceAction:
+    """Stop and start one Compose service's containers, with a time limit per action."""
+
+    def __init__(self, engine: EngineAdapter, action_timeout: float) -> None:
+        self.engine = engine
+        self.action_timeout = action_timeout
+
+    def _client(self) -> docker.DockerClient:
+        # Stopping waits for the container to exit: the engine's short ping timeout would cut it off.
+        return docker.DockerClient(
+            base_url=self.engine.base_url,
+            version=DOCKER_API_VERSION,
+            timeout=int(self.action_timeout + 0.999),
+        )
+
+    def _containers(self, client: docker.DockerClient, service: str) -> list[Any]:
+        return list(
+            client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"com.docker.compose.project={self.engine.compose_project}",
+                        f"com.docker.compose.service={service}",
+                    ]
+                },
+            )
+        )
+
+    def _apply(self, service: str, action: str, stop_seconds: int) -> list[tuple[str, str]]:
+        client = self._client()
+        try:
+            containers = self._containers(client, service)
+            if not containers:
+                raise DependencyError(
+                    "not found", f"no container for service {self.engine.compose_project}/{service}"
+                )
+            for container in containers:
+                if action == "stop" and container.status == "running":
+                    container.stop(timeout=stop_seconds)
+                elif action == "start" and container.status != "running":
+                    container.start()
+            states = []
+            for container in containers:
+                container.reload()
+                states.append((str(container.name), str(container.status)))
+            return states
+        except DockerException as error:
+            raise DependencyError(*_engine_reason(error)) from None
+        finally:
+            client.close()
+
+    async def stop(self, service: str | None = None, stop_seconds: int = 10) -> list[tuple[str, str]]:
+        """Stop every container of the service (as `docker compose stop`); return (name, state) pairs."""
+        return await asyncio.to_thread(
+            self._apply, service or self.engine.backend_service, "stop", stop_seconds
+        )
+
+    async def start(self, service: str | None = None) -> list[tuple[str, str]]:
+        """Start every container of the service (as `docker compose start`); return (name, state) pairs."""
+        return await asyncio.to_thread(self._apply, service or self.engine.backend_service, "start", 0)
+
+    async def states(self, service: str | None = None) -> list[tuple[str, str]]:
+        """Return (name, state) of every container of the service."""
+        return await asyncio.to_thread(self._apply, service or self.engine.backend_service, "inspect", 0)
 
 
 # --- Deploying: what the engine says about images and containers, and how to copy a container ------

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
@@ -32,3 +36,99 @@ class PrometheusAdapter:
     async def ping(self) -> str:
         """Ask Prometheus whether it is ready to serve queries."""
         return await asyncio.to_thread(self._ready)
+
+    def _query(self, promql: str, at: float | None, timeout: float) -> QueryResult:
+        params = {"query": promql, "timeout": f"{timeout:g}s"}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        response = self.client._session.get(f"{self.url}/api/v1/query", params=params, timeout=timeout)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            raise DependencyError(
+                "unexpected answer", f"/api/v1/query answered {response.status_code}: {response.text[:80]}"
+            ) from None
+        # Prometheus sends its own errors (bad_data 400, timeout 503, ...) as JSON with errorType.
+        if isinstance(body, dict) and body.get("status") == "error":
+            raise PrometheusQueryError(str(body.get("errorType") or "unknown"), str(body.get("error") or ""))
+        if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+            raise DependencyError(
+                "unexpected answer", f"/api/v1/query answered {response.status_code}: {str(body)[:80]}"
+            )
+        warnings = [str(item) for item in body.get("warnings") or []]
+        return parse_query_data(body.get("data"), warnings)
+
+    async def query(self, promql: str, at: float | None = None, timeout: float | None = None) -> QueryResult:
+        """Run an instant query (at a Unix time, default now) and return its parsed samples.
+
+        An error answer raises PrometheusQueryError with Prometheus's errorType and message.
+        """
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._query, promql, at, timeout or self.timeout)
+        return await loop.run_in_executor(_query_threads(), call)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of a query answer: its labels and its value (NaN and ±Inf kept as floats)."""
+
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A parsed instant-query answer."""
+
+    result_type: str
+    samples: list[Sample]
+    warnings: list[str] = field(default_factory=list)
+
+
+class PrometheusQueryError(DependencyError):
+    """Prometheus answered `status: error`; `error_type` is its errorType (bad_data, timeout, ...)."""
+
+    def __init__(self, error_type: str, error: str) -> None:
+        super().__init__("unexpected answer", f"Prometheus error {error_type}: {error}"[:300])
+        self.error_type = error_type
+        self.error = error
+
+
+def parse_query_data(data: Any, warnings: list[str] | None = None) -> QueryResult:
+    """Parse the `data` of a query answer (vector, scalar, matrix's last points, string)."""
+    if not isinstance(data, dict) or "resultType" not in data:
+        raise DependencyError("unexpected answer", f"query data without resultType: {str(data)[:80]}")
+    kind = str(data["resultType"])
+    result: Any = data.get("result") if data.get("result") is not None else []
+    samples: list[Sample] = []
+    try:
+        if kind == "vector":
+            samples = [Sample(dict(item.get("metric", {})), float(item["value"][1])) for item in result]
+        elif kind == "scalar":
+            samples = [Sample({}, float(result[1]))]
+        elif kind == "matrix":
+            samples = [
+                Sample(dict(item.get("metric", {})), float(item["values"][-1][1]))
+                for item in result
+                if item.get("values")
+            ]
+        elif kind != "string":
+            raise DependencyError("unexpected answer", f"unknown resultType {kind}")
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise DependencyError("unexpected answer", f"malformed {kind} result: {error}") from None
+    return QueryResult(kind, samples, warnings or [])
+
+
+_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _query_threads() -> concurrent.futures.ThreadPoolExecutor:
+    """Return the threads queries run in: their own, so that a triage's queries all run at once.
+
+    asyncio's default executor has cpu_count + 4 threads (6 on a 2-core host), fewer than one
+    triage's queries plus the other checks' blocking calls.
+    """
+    global _THREADS
+    if _THREADS is None:
+        _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="prometheus")
+    return _THREADS

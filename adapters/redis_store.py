@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
 import redis.asyncio as aioredis
 
-from adapters.base import DependencyError
+from adapters.base import ClockReading, DependencyError
 
 
 class RedisAdapter:
@@ -31,3 +35,23 @@ class RedisAdapter:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()
+
+    async def info_snapshot(self) -> dict[str, Any]:
+        """Return INFO's memory, clients and stats sections merged (used_memory, maxmemory, ...)."""
+        answer = await self.client.info("memory", "clients", "stats")
+        if not isinstance(answer, dict):
+            raise DependencyError("unexpected answer", f"INFO returned {type(answer).__name__}")
+        # Redis 7 answers CONFIG-like fields (maxclients) inside INFO; older ones may not.
+        if "maxclients" not in answer:
+            config = await self.client.config_get("maxclients")
+            if isinstance(config, dict) and "maxclients" in config:
+                answer["maxclients"] = config["maxclients"]
+        return dict(answer)
+
+    async def server_clock(self, clock: Callable[[], datetime]) -> ClockReading:
+        """Read Redis's TIME with the local clock read just before and after."""
+        sent = clock()
+        seconds, micros = await self.client.time()
+        received = clock()
+        server = datetime.fromtimestamp(int(seconds) + int(micros) / 1_000_000, UTC)
+        return ClockReading(server=server, sent=sent, received=received)

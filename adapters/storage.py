@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -57,3 +58,36 @@ class StorageAdapter:
     async def ping(self) -> str:
         """Check that the platform bucket exists and the credentials may read it."""
         return await asyncio.to_thread(self._head_bucket)
+
+    def _usage(self, max_objects: int) -> BucketUsage:
+        self._head_bucket()
+        objects = size = 0
+        token: str | None = None
+        while True:
+            page_size = min(1000, max_objects - objects)
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "MaxKeys": page_size}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self.client.list_objects_v2(**kwargs)
+            for item in page.get("Contents", []):
+                objects += 1
+                size += int(item.get("Size", 0))
+            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+            if token is None:
+                return BucketUsage(self.bucket, objects, size, complete=True)
+            if objects >= max_objects:
+                return BucketUsage(self.bucket, objects, size, complete=False)
+
+    async def usage(self, max_objects: int = 10_000) -> BucketUsage:
+        """Check the bucket answers and add up its objects' sizes, stopping after `max_objects`."""
+        return await asyncio.to_thread(self._usage, max_objects)
+
+
+@dataclass(frozen=True)
+class BucketUsage:
+    """Objects and bytes counted in a bucket; `complete` is False when counting stopped early."""
+
+    bucket: str
+    objects: int
+    bytes: int
+    complete: bool

@@ -35,6 +35,8 @@ class SlackReply:
     main: Message
     thread: list[Message] = field(default_factory=list)
     files: list[Upload] = field(default_factory=list)
+    # Only the caller sees it: the command already said what everyone needs to see (incidents).
+    ephemeral: bool = False
 
 
 STATUS_EMOJI = {
