@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     rollback_stop_timeout_seconds: int = Field(default=10, ge=1, le=600)
     engine_operation_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    # /triage: the checklist file (none: commands/triage_checks.yaml), validated at start-up, and
+    # each check's time limit (none: the checklist's `timeout_seconds`; a check's own wins).
+    triage_checklist: Path | None = Field(default=None, validate_default=True)
+    triage_check_timeout_seconds: float | None = Field(default=None, gt=0, le=120)
+
     # Behaviour.
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
@@ -183,6 +188,23 @@ class Settings(BaseSettings):
             re.compile(value)
         except re.error as error:
             raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+    @field_validator("triage_checklist", "triage_check_timeout_seconds", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("triage_checklist")
+    @classmethod
+    def _triage_checklist(cls, value: Path | None) -> Path | None:
+        # A broken checklist stops the bot at start-up, naming the entry, not at the first /triage.
+        from commands.triage_checklist import ChecklistError, load_checklist
+
+        try:
+            load_checklist(value)
+        except ChecklistError as error:
+            raise ValueError(str(error)) from None
         return value
 
     @field_validator("log_level")
