@@ -1,0 +1,350 @@
+"""Read the platform's JSON-lines logs without loading them: by id across files, or over a time window.
+
+Files come from glob patterns; rotated `.gz` files are read through gzip. Lines that are not JSON
+are counted and skipped. Nothing here holds more than a few buffers and the lines it returns.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import heapq
+import io
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+# Big enough that the search runs at memory speed, small enough that three of them stay flat.
+CHUNK_BYTES = 4 << 20
+BUFFERS = 3
+# A "line" longer than this is no log line: it is dropped, counted as not JSON.
+MAX_LINE_BYTES = 1 << 20
+# Log writers append in time order, but concurrent writers interleave: look this far back.
+ORDER_SLACK = timedelta(seconds=60)
+TIMESTAMP_KEYS = ("timestamp", "time", "ts", "@timestamp")
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_LEVEL_ALIASES = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}
+_SEARCH_BYTES = 64 << 10  # binary search stops when the range is this small
+
+
+def level_name(value: Any) -> str | None:
+    """Normalise a log level (WARN, warning, Fatal...) to one of LEVELS, or None."""
+    if not isinstance(value, str):
+        return None
+    lowered = value.strip().lower()
+    lowered = _LEVEL_ALIASES.get(lowered, lowered)
+    return lowered if lowered in LEVELS else None
+
+
+def is_gzip(path: Path) -> bool:
+    """Tell a gzip file by its name."""
+    return path.suffix == ".gz"
+
+
+def expand(patterns: Iterable[str]) -> list[Path]:
+    """Return the files the glob patterns match, each once, oldest first (by modification time)."""
+    found: dict[str, Path] = {}
+    for pattern in patterns:
+        for name in glob.glob(os.path.expanduser(pattern), recursive=True):
+            path = Path(name)
+            if path.is_file():
+                found.setdefault(os.path.realpath(path), path)
+    return sorted(found.values(), key=_mtime)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Read an ISO 8601 timestamp (Z or offset; naive means UTC) or Unix seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if value > 10**11 else value  # milliseconds, as some loggers write
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def record_time(record: dict[str, Any]) -> datetime | None:
+    """Return a log record's timestamp from the usual keys."""
+    for key in TIMESTAMP_KEYS:
+        if key in record:
+            return parse_time(record[key])
+    return None
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """Parse one JSON-lines line into an object, or None when it is not a JSON object."""
+    stripped = raw.strip()
+    if not stripped.startswith(b"{"):
+        return None
+    try:
+        value = json.loads(stripped)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass
+class Record:
+    """One log line that is a JSON object, where it came from and when it happened."""
+
+    file: str
+    line: int  # the order within its file (a line number for window scans, a match count for searches)
+    time: datetime | None
+    data: dict[str, Any]
+
+
+@dataclass
+class ScanStats:
+    """What a read covered: files, bytes, and what had to be skipped."""
+
+    files: int = 0
+    files_skipped: int = 0  # whole files older than the window, not opened
+    bytes_read: int = 0
+    lines: int = 0
+    non_json: int = 0
+    untimed: int = 0  # JSON lines with no readable timestamp
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: ScanStats) -> None:
+        """Add another file's figures to these."""
+        self.files += other.files
+        self.files_skipped += other.files_skipped
+        self.bytes_read += other.bytes_read
+        self.lines += other.lines
+        self.non_json += other.non_json
+        self.untimed += other.untimed
+        self.errors.extend(other.errors)
+
+
+# --- search by id ---------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    """Every JSON line containing the text, in time order, and how much was read to find them."""
+
+    records: list[Record]
+    stats: ScanStats
+    left_out: int = 0  # matches beyond the cap
+
+
+def search(paths: Iterable[Path], text: str, cap: int = 10_000) -> SearchResult:
+    """Find the lines containing `text` in every file (as `grep -F` would), then order them by time."""
+    needle = text.encode()
+    stats = ScanStats()
+    records: list[Record] = []
+    left_out = 0
+    for path in paths:
+        file_stats = ScanStats(files=1)
+        matches: list[bytes] = []
+        try:
+            with _open(path) as stream:
+                _search_stream(stream, needle, matches.append, file_stats)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            file_stats.errors.append(f"{path}: {type(error).__name__}: {error}")
+        for index, raw in enumerate(matches):
+            data = parse_line(raw)
+            if data is None:
+                file_stats.non_json += 1
+                continue
+            if len(records) >= cap:
+                left_out += 1
+                continue
+            records.append(Record(str(path), index, record_time(data), data))
+        stats.add(file_stats)
+    records.sort(key=_time_order)
+    return SearchResult(records, stats, left_out)
+
+
+def _time_order(record: Record) -> tuple[datetime, str, int]:
+    # Lines without a time go last, in file order.
+    return (record.time or datetime.max.replace(tzinfo=UTC), record.file, record.line)
+
+
+def _open(path: Path) -> io.RawIOBase | gzip.GzipFile:
+    if is_gzip(path):
+        return gzip.GzipFile(path, "rb")
+    return io.FileIO(path, "rb")
+
+
+def _search_stream(
+    stream: io.RawIOBase | gzip.GzipFile, needle: bytes, found: Callable[[bytes], None], stats: ScanStats
+) -> None:
+    """Call `found` with every line holding `needle`; a thread reads ahead while this one searches.
+
+    Reading (a system call, or zlib for .gz) releases the GIL, so it overlaps with `find`.
+    Buffers are reused, so memory stays at BUFFERS x CHUNK_BYTES whatever the file's size.
+    """
+    free: queue.Queue[bytearray | None] = queue.Queue()
+    full: queue.Queue[tuple[bytearray, int] | BaseException] = queue.Queue()
+    for _ in range(BUFFERS):
+        free.put(bytearray(CHUNK_BYTES))
+
+    def read_ahead() -> None:
+        try:
+            while (buffer := free.get()) is not None:
+                count = stream.readinto(buffer) or 0
+                full.put((buffer, count))
+                if not count:
+                    return
+        except BaseException as error:  # handed to the searching thread, which raises it
+            full.put(error)
+
+    reader = threading.Thread(target=read_ahead, name="logsearch-read", daemon=True)
+    reader.start()
+    carry = b""
+    try:
+        while True:
+            item = full.get()
+            if isinstance(item, BaseException):
+                raise item
+            buffer, count = item
+            if not count:
+                break
+            stats.bytes_read += count
+            first = buffer.find(b"\n", 0, count)
+            if first < 0:
+                carry += bytes(buffer[:count])
+                if len(carry) > MAX_LINE_BYTES:
+                    carry = b""
+                    stats.non_json += 1
+                free.put(buffer)
+                continue
+            # The line cut by the previous chunk's end, completed by this chunk's start.
+            head = carry + bytes(buffer[:first])
+            if needle in head:
+                found(head)
+            last = buffer.rfind(b"\n", 0, count)
+            position = buffer.find(needle, first + 1, last)
+            while position >= 0:
+                start = buffer.rfind(b"\n", 0, position) + 1
+                end = buffer.find(b"\n", position, count)
+                found(bytes(buffer[start:end]))
+                position = buffer.find(needle, end + 1, last)
+            carry = bytes(buffer[last + 1 : count])
+            free.put(buffer)
+        if carry and needle in carry:
+            found(carry)
+    finally:
+        free.put(None)  # let the reader stop, whether it waits for a buffer or finishes a read
+        reader.join(timeout=30)
+
+
+# --- time windows ---------------------------------------------------------------------------
+
+
+def window_records(
+    paths: Iterable[Path], since: datetime, stats: ScanStats, until: datetime | None = None
+) -> Iterator[Record]:
+    """Yield the JSON records stamped at or after `since` (and before `until`), file by file.
+
+    A file last written before the window is not opened. In a plain file the start of the window
+    is found by binary search on the timestamps; a .gz file is read from its start.
+    """
+    for path in paths:
+        file_stats = ScanStats(files=1)
+        try:
+            modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            if modified < since - ORDER_SLACK:
+                stats.files_skipped += 1
+                continue
+            with _lines(path, since - ORDER_SLACK) as stream:
+                for number, raw_line in enumerate(stream):
+                    file_stats.lines += 1
+                    file_stats.bytes_read += len(raw_line)
+                    data = parse_line(raw_line)
+                    if data is None:
+                        if raw_line.strip():
+                            file_stats.non_json += 1
+                        continue
+                    when = record_time(data)
+                    if when is None:
+                        file_stats.untimed += 1
+                        continue
+                    if when < since or (until is not None and when >= until):
+                        continue
+                    yield Record(str(path), number, when, data)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            file_stats.errors.append(f"{path}: {type(error).__name__}: {error}")
+        finally:
+            stats.add(file_stats)
+
+
+def _lines(path: Path, start_at: datetime) -> io.BufferedReader[io.FileIO] | gzip.GzipFile:
+    """Open a file for reading lines, positioned shortly before the first line at `start_at`."""
+    if is_gzip(path):
+        return gzip.GzipFile(path, "rb")
+    stream = io.BufferedReader(io.FileIO(path, "rb"), CHUNK_BYTES)
+    try:
+        start = _offset_before(stream, path.stat().st_size, start_at)
+        stream.seek(start)
+        if start > 0:
+            stream.readline()  # the rest of a line cut by the search
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+def _offset_before(stream: io.BufferedReader[io.FileIO], size: int, target: datetime) -> int:
+    """Return an offset at or before the first line stamped `target` or later, by bisection."""
+    low, high = 0, size
+    while high - low > _SEARCH_BYTES:
+        middle = (low + high) // 2
+        when = _first_time_after(stream, middle)
+        # No readable time there: move left, which only means reading more.
+        if when is not None and when < target:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _first_time_after(stream: io.BufferedReader[io.FileIO], offset: int, lines: int = 32) -> datetime | None:
+    stream.seek(offset)
+    stream.readline()
+    for _ in range(lines):
+        raw = stream.readline()
+        if not raw:
+            return None
+        data = parse_line(raw)
+        if data is not None and (when := record_time(data)) is not None:
+            return when
+    return None
+
+
+def newest(records: Iterable[Record], keep: int) -> tuple[list[Record], int]:
+    """Return the `keep` newest records (newest first) and how many there were in all."""
+    heap: list[tuple[datetime, int, Record]] = []
+    total = 0
+    for record in records:
+        total += 1
+        assert record.time is not None
+        item = (record.time, total, record)
+        if len(heap) < keep:
+            heapq.heappush(heap, item)
+        elif item[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, item)
+    ordered = [record for _, _, record in sorted(heap, key=lambda entry: entry[:2], reverse=True)]
+    return ordered, total
