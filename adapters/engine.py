@@ -489,6 +489,11 @@ class ContainerInfo:
     restart_count: int
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    ports: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    restart_policy: str = ""
+    has_healthcheck: bool = False
 
     @property
     def short_id(self) -> str:
@@ -498,6 +503,7 @@ class ContainerInfo:
 
 def _container_info(attrs: dict[str, Any]) -> ContainerInfo:
     config = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
     state = attrs.get("State") or {}
     labels = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
     env: dict[str, str] = {}
@@ -524,6 +530,19 @@ def _container_info(attrs: dict[str, Any]) -> ContainerInfo:
         restart_count=int(attrs.get("RestartCount") or 0),
         env=env,
         labels=labels,
+        ports=sorted(
+            f"{binding.get('HostIp') or '*'}:{binding.get('HostPort')}->{port}"
+            for port, bindings in (host.get("PortBindings") or {}).items()
+            for binding in bindings or []
+        ),
+        networks=sorted(((attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys()),
+        mounts=sorted(
+            f"{mount.get('Name') or mount.get('Source')}:{mount.get('Destination')}"
+            + ("" if mount.get("RW", True) else ":ro")
+            for mount in attrs.get("Mounts") or []
+        ),
+        restart_policy=str((host.get("RestartPolicy") or {}).get("Name") or "no"),
+        has_healthcheck=bool((config.get("Healthcheck") or {}).get("Test")),
     )
 
 
