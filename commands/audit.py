@@ -187,9 +187,14 @@ def _parse_export(tokens: list[str], limits: Limits) -> ExportRequest:
     rest = tokens[1:]
     form: Form | None = None
     export_filter = AuditFilter()
-    if rest and not _KNOWN_OPTION.match(rest[0]):
-        form = _form(rest[0].lower())
-        subject, rest = _take_subject(form, rest[1:])
+    # Options may come before the form (`--output FILE` is often typed first).
+    leading = 0
+    while leading < len(rest) and _KNOWN_OPTION.match(rest[leading]):
+        leading += 1
+    if leading < len(rest):
+        form = _form(rest[leading].lower())
+        subject, after = _take_subject(form, rest[leading + 1 :])
+        rest = rest[:leading] + after
         export_filter, _ = _form_filter(form, subject)
     args = Arguments.parse(rest, USAGE)
     updates: dict[str, Any] = {}
