@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -136,3 +137,51 @@ def test_config_masks_secrets(command: list[str]) -> None:
     assert done.returncode == 0
     assert "very-secret" not in done.stdout and "hunter2" not in done.stdout
     assert "SLACK_BOT_TOKEN" in done.stdout and "CHATOPS_STATE_DATABASE_URL" in done.stdout
+
+
+async def test_real_sandbox_is_healthy_and_a_stopped_s3_server_is_named(sandbox: object) -> None:
+    from sandbox.manager import start_s3, stop_s3
+
+    settings = settings_for()
+    report = await health_of(settings)
+    assert report.verdict == "healthy", by_name(report)
+    assert {check.name for check in report.checks} == {
+        "api",
+        "postgres",
+        "redis",
+        "storage",
+        "prometheus",
+        "engine",
+        "state-db",
+    }
+    await asyncio.to_thread(stop_s3, settings)
+    try:
+        report = await health_of(settings)
+    finally:
+        await asyncio.to_thread(start_s3, settings)
+    checks = by_name(report)
+    assert checks["storage"][:2] == ("down", "refused")
+    assert report.verdict == "degraded"
+    assert all(status == "ok" for name, (status, _, _) in checks.items() if name != "storage")
+    assert (await health_of(settings)).verdict == "healthy"
+
+
+async def test_unhealthy_api_answer_is_reported_as_such(sandbox: object) -> None:
+    from sandbox.manager import set_faults_async
+
+    settings = settings_for()
+    await set_faults_async(settings, health="fail")
+    try:
+        report = await health_of(settings)
+    finally:
+        await set_faults_async(settings, health="ok")
+    status, reason, detail = by_name(report)["api"]
+    assert (status, reason) == ("down", "unexpected answer")
+    assert "503" in detail and "unhealthy" in detail
+    assert report.verdict == "down"
+
+
+async def test_wrong_storage_secret_is_reported_as_auth_failed(sandbox: object) -> None:
+    settings = settings_for(aws_secret_access_key="not-the-secret")
+    status, reason, _ = by_name(await health_of(settings))["storage"]
+    assert (status, reason) == ("down", "auth failed")
