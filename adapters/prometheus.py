@@ -8,6 +8,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -41,7 +42,13 @@ class PrometheusAdapter:
         params = {"query": promql, "timeout": f"{timeout:g}s"}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        response = self.client._session.get(f"{self.url}/api/v1/query", params=params, timeout=timeout)
+        try:
+            response = self.client._session.get(f"{self.url}/api/v1/query", params=params, timeout=timeout)
+        except requests.Timeout:
+            raise DependencyError("timeout", f"no answer from {self.url} in time") from None
+        except requests.ConnectionError:
+            # The URL with its query string would drown the reason; the server's address is enough.
+            raise DependencyError("refused", f"cannot connect to {self.url}") from None
         try:
             body: Any = response.json()
         except ValueError:

@@ -12,11 +12,13 @@ from bot import audit_runner
 from bot.authz import Role
 from bot.render import audit as audit_render
 from bot.render import health as health_render
+from bot.render import triage as triage_render
 from bot.render.common import SlackReply
 from bot.services import Services
-from commands import audit, health
+from commands import audit, health, triage
 from commands.base import CommandResult
 from commands.destructive import Execution, Plan, Progress
+from commands.triage_checklist import DEFAULT_CHECKLIST, load_checklist
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,27 @@ async def _run_audit(services: Services, tokens: list[str], invocation: Invocati
     return await audit_runner.run_audit(services, tokens, invocation.source)
 
 
+async def _run_triage(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    command = triage.parse(tokens)
+    settings = services.settings
+    sources = triage.TriageSources(
+        prometheus=services.prometheus,
+        platform_db=services.platform_db,
+        redis=services.redis,
+        storage=services.storage,
+        engine=services.engine,
+        log_paths=settings.log_paths,
+        backend_service=settings.backend_service,
+    )
+    return await triage.run(
+        command,
+        sources,
+        load_checklist(settings.triage_checklist),
+        checklist_path=str(settings.triage_checklist or DEFAULT_CHECKLIST.name),
+        default_timeout=settings.triage_check_timeout_seconds,
+    )
+
+
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in (
@@ -81,6 +104,16 @@ COMMANDS: dict[str, CommandSpec] = {
             terminal=audit_render.terminal,
             # An export of a million rows streams for a while; each fetch has its own statement timeout.
             timeout_seconds=300.0,
+        ),
+        CommandSpec(
+            name="triage",
+            summary="the runbook's checks at once, worst first; trace, request and recent log lines",
+            usage=triage.USAGE,
+            run=_run_triage,
+            slack=triage_render.slack,
+            terminal=triage_render.terminal,
+            # A trace lookup reads every log file; each check has its own, much shorter, timeout.
+            timeout_seconds=120.0,
         ),
     )
 }

@@ -430,7 +430,10 @@ def format_value(value: float | None, unit: Unit) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if unit == "percent":
-        return f"{_short_number(value * 100)} %"
+        percent = value * 100
+        if percent == int(percent) or abs(percent) >= 10:
+            return f"{percent:.0f} %"
+        return f"{percent:.1f} %" if abs(percent) >= 0.1 else f"{percent:.2g} %"
     if unit == "seconds":
         if abs(value) < 1:
             return f"{_short_number(value * 1000)} ms"
@@ -1170,7 +1173,6 @@ async def run_check(check: Check, run: _Run, timeout: float, advice: dict[str, A
         crossed = None
     else:
         status, crossed = _judge(check, measured.value)
-    threshold = _threshold_text(check, measured.unit)
     return Finding(
         id=check.id,
         title=check.title,
