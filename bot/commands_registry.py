@@ -8,14 +8,15 @@ from typing import Any
 
 from rich.console import Console
 
-from bot import audit_runner
+from bot import audit_runner, rollback_runner
 from bot.authz import Role
 from bot.render import audit as audit_render
 from bot.render import health as health_render
+from bot.render import rollback as rollback_render
 from bot.render import triage as triage_render
 from bot.render.common import SlackReply
 from bot.services import Services
-from commands import audit, health, triage
+from commands import audit, health, restart, rollback, triage
 from commands.base import CommandResult
 from commands.destructive import Execution, Plan, Progress
 from commands.triage_checklist import DEFAULT_CHECKLIST, load_checklist
@@ -84,6 +85,14 @@ async def _run_triage(services: Services, tokens: list[str], invocation: Invocat
     )
 
 
+async def _run_rollback(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    return await rollback_runner.run_rollback(services, tokens)
+
+
+async def _run_restart(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    return await rollback_runner.run_restart(services, tokens)
+
+
 COMMANDS: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in (
@@ -114,6 +123,27 @@ COMMANDS: dict[str, CommandSpec] = {
             terminal=triage_render.terminal,
             # A trace lookup reads every log file; each check has its own, much shorter, timeout.
             timeout_seconds=120.0,
+        ),
+        CommandSpec(
+            name="rollback",
+            summary="backend versions present; redeploy one or flip a flag, health-gated with auto-revert",
+            usage=rollback.USAGE,
+            run=_run_rollback,
+            slack=rollback_render.slack,
+            terminal=rollback_render.terminal,
+            # `list` is read-only; the gate asks for the operator role before anything changes.
+            role="viewer",
+            execute=rollback_runner.execute_rollback,
+        ),
+        CommandSpec(
+            name="restart",
+            summary="restart one Compose service's container, then wait for it to be healthy",
+            usage=restart.USAGE,
+            run=_run_restart,
+            slack=rollback_render.slack,
+            terminal=rollback_render.terminal,
+            role="operator",
+            execute=rollback_runner.execute_restart,
         ),
     )
 }

@@ -1,0 +1,682 @@
+"""`/rollback`: list the backend's versions, redeploy one, or flip a feature flag, health-gated.
+
+Redeploying does what `docker compose up -d` does for one service whose image tag changed: the
+service's container (found by its Compose labels) is copied with the target image, the old one is
+stopped and kept under another name, the new one started. Only once the new container is healthy
+is the old one removed; if it never gets there, the old one is put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from adapters.base import DependencyError
+from adapters.engine import ContainerInfo, EngineAdapter, ImageTag
+from adapters.postgres import PostgresAdapter
+from commands.base import CommandResult, UsageError
+from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
+
+USAGE = "/rollback list | /rollback <version> | /rollback flag NAME=value"
+# Flag values reach the container as data through the engine API, never through a shell; the
+# narrow alphabet still keeps anything that looks like shell or a path out of the audit trail.
+FLAG_VALUE = re.compile(r"[A-Za-z0-9_.,:+-]{0,128}")
+# Docker's own limit for a tag, and what a tag may contain at all.
+TAG_SHAPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+HEALTH_POLL_SECONDS = 0.25
+PROGRESS_EVERY_SECONDS = 5.0
+# Without a healthcheck or an API to ask, a container counts as up once it stayed running this long.
+SETTLE_SECONDS = 2.0
+
+_R = TypeVar("_R")
+
+
+class EngineUnavailable(UsageError):
+    """The engine could not be asked; nothing was changed.
+
+    A UsageError so that Slack and the terminal show the caller this message as it is.
+    """
+
+
+@dataclass(frozen=True)
+class RollbackConfig:
+    """What /rollback and /restart need from the settings."""
+
+    project: str
+    service: str
+    image: str
+    version_pattern: str
+    flags: tuple[str, ...]
+    health_timeout: float
+    stop_timeout: int
+    engine_timeout: float
+    read_timeout: float
+    environment: str
+
+
+class Checker(Protocol):
+    """The platform API's health probe (`PlatformApiAdapter.ping`)."""
+
+    async def ping(self) -> str:
+        """Return a description when healthy; raise otherwise."""
+        ...
+
+
+# --- Arguments -----------------------------------------------------------------------------------
+
+
+class RollbackArgs(BaseModel):
+    """What `/rollback` was asked: list, a version, or one flag."""
+
+    action: Literal["list", "version", "flag"]
+    version: str | None = None
+    flag: str | None = None
+    value: str | None = None
+
+
+def parse(tokens: list[str], config: RollbackConfig) -> RollbackArgs:
+    """Read `list`, `<version>` or `flag NAME=value` (the version is checked against the engine later)."""
+    if not tokens:
+        raise UsageError("say what to roll back to: `list`, a version, or `flag NAME=value`", USAGE)
+    first = tokens[0]
+    if first == "list":
+        if len(tokens) > 1:
+            raise UsageError(f"unexpected argument `{tokens[1][:40]}` after list", USAGE)
+        return RollbackArgs(action="list")
+    if first == "flag":
+        if len(tokens) != 2 or "=" not in tokens[1]:
+            raise UsageError("give one flag as NAME=value, e.g. `flag MFA_ENABLED=false`", USAGE)
+        name, _, value = tokens[1].partition("=")
+        canonical = next((flag for flag in config.flags if flag.upper() == name.upper()), None)
+        if canonical is None:
+            allowed = ", ".join(config.flags) or "none (set CHATOPS_ROLLBACK_FLAGS)"
+            raise UsageError(f"`{name[:40]}` is not a flag /rollback may change; flags: {allowed}", USAGE)
+        if not FLAG_VALUE.fullmatch(value):
+            raise UsageError(
+                f"flag values are letters, digits and _ . , : + - (at most 128); `{value[:40]}` is not",
+                USAGE,
+            )
+        # An empty value removes the container's own setting (the image's default applies again).
+        return RollbackArgs(action="flag", flag=canonical, value=value or None)
+    if len(tokens) > 1:
+        raise UsageError(f"unexpected argument `{tokens[1][:40]}` after the version", USAGE)
+    return RollbackArgs(action="version", version=first)
+
+
+# --- Listing versions ------------------------------------------------------------------------------
+
+
+class VersionInfo(BaseModel):
+    """One version of the backend image present in the engine."""
+
+    version: str
+    image_id: str
+    built_at: str | None
+    running: bool
+    deployed_at: str | None = None
+
+
+class RunningContainer(BaseModel):
+    """The service's container as it is now."""
+
+    name: str
+    id: str
+    status: str
+    health: str | None
+    image: str
+    version: str | None
+    started_at: str | None
+
+
+class VersionList(CommandResult):
+    """`/rollback list`: the versions present, newest first, and what runs now."""
+
+    service: str
+    image: str
+    versions: list[VersionInfo]
+    running: RunningContainer | None
+    other_tags: list[str]
+    flags: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """Return whether the service has a running container."""
+        return self.running is not None and self.running.status == "running"
+
+
+def version_key(tag: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort tags as versions: numbers by value (v2.0.10 after v2.0.9), text by text."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", tag) if part)
+
+
+async def _engine(call: Awaitable[_R]) -> _R:
+    try:
+        return await call
+    except DependencyError as error:
+        raise EngineUnavailable(
+            f"the container engine did not answer ({error.reason}: {error.detail}); nothing was changed"
+        ) from None
+
+
+async def available_versions(engine: EngineAdapter, config: RollbackConfig) -> list[ImageTag]:
+    """Return the image's tags that are versions, newest first."""
+    tags = await _engine(engine.image_tags(config.image, config.read_timeout))
+    pattern = re.compile(config.version_pattern)
+    versions = {tag.tag: tag for tag in tags if pattern.search(tag.tag)}
+    return sorted(versions.values(), key=lambda tag: version_key(tag.tag), reverse=True)
+
+
+async def service_container(engine: EngineAdapter, config: RollbackConfig, service: str) -> ContainerInfo:
+    """Find the one container of a Compose service (the running one when old copies linger)."""
+    containers = await _engine(engine.project_containers(config.read_timeout, service=service))
+    if not containers:
+        raise UsageError(f"no container of service `{service}` in Compose project `{config.project}`")
+    running = [item for item in containers if item.status == "running"]
+    if len(running) > 1:
+        names = ", ".join(item.name for item in running)
+        raise UsageError(f"{len(running)} containers of `{service}` run ({names}); this handles one")
+    if running:
+        return running[0]
+    return max(containers, key=lambda item: item.created)
+
+
+def running_version(container: ContainerInfo, versions: list[ImageTag]) -> str | None:
+    """Name the version a container runs: a version tag of its image, else the tag it was created from."""
+    for tag in versions:
+        if tag.image_id == container.image_id:
+            return tag.tag
+    ref = container.image_ref.rsplit("/", 1)[-1]
+    return ref.rsplit(":", 1)[1] if ":" in ref else None
+
+
+async def deploy_history(state_db: PostgresAdapter, environment: str, timeout: float) -> dict[str, datetime]:
+    """Return when each version was last deployed by the bot (from its succeeded approvals)."""
+    try:
+        async with asyncio.timeout(timeout), state_db.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT arguments, updated_at FROM approvals
+                   WHERE command = 'rollback' AND status = 'succeeded' AND environment = $1
+                   ORDER BY updated_at""",
+                environment,
+            )
+    except Exception:  # history is a nicety: the list stands without it
+        return {}
+    found: dict[str, datetime] = {}
+    for row in rows:
+        arguments = row["arguments"]
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments)
+        if isinstance(arguments, list) and len(arguments) == 1:
+            found[str(arguments[0])] = row["updated_at"]
+    return found
+
+
+async def list_versions(
+    engine: EngineAdapter, config: RollbackConfig, history: Mapping[str, datetime]
+) -> VersionList:
+    """Answer `/rollback list`."""
+    versions = await available_versions(engine, config)
+    tags = await _engine(engine.image_tags(config.image, config.read_timeout))
+    containers = await _engine(engine.project_containers(config.read_timeout, service=config.service))
+    running_now = [item for item in containers if item.status == "running"]
+    container = running_now[0] if running_now else None
+    current = running_version(container, versions) if container else None
+    listed: list[VersionInfo] = []
+    for tag in versions:
+        deployed = history.get(tag.tag)
+        is_running = container is not None and tag.image_id == container.image_id
+        deployed_at = deployed.isoformat() if deployed else None
+        if is_running and container is not None and deployed_at is None:
+            deployed_at = container.created  # the running container was made then, by whoever
+        listed.append(
+            VersionInfo(
+                version=tag.tag,
+                image_id=tag.image_id,
+                built_at=tag.created,
+                running=is_running,
+                deployed_at=deployed_at,
+            )
+        )
+    known = {tag.tag for tag in versions}
+    return VersionList(
+        service=config.service,
+        image=config.image,
+        versions=listed,
+        running=RunningContainer(
+            name=container.name,
+            id=container.short_id,
+            status=container.status,
+            health=container.health,
+            image=container.image_ref,
+            version=current,
+            started_at=container.started_at,
+        )
+        if container
+        else None,
+        other_tags=sorted({tag.tag for tag in tags} - known),
+        flags=list(config.flags),
+    )
+
+
+# --- Planning ------------------------------------------------------------------------------------
+
+
+def kept_name(container: ContainerInfo) -> str:
+    """Name the old container keeps while the new one proves itself."""
+    return f"{container.name}-previous-{container.short_id}"
+
+
+def describe_container(container: ContainerInfo, version: str | None) -> str:
+    """Describe a container in one line for a plan."""
+    health = f", {container.health}" if container.health else ""
+    shown = version or container.image_id.removeprefix("sha256:")[:12]
+    return f"container {container.name} ({container.short_id}) {container.status}{health}, image {shown}"
+
+
+def kept_lines(container: ContainerInfo) -> list[str]:
+    """List the configuration a new container carries over from the old one."""
+    own_env = len(container.env)
+    return [
+        f"environment: the container's variables ({own_env} now, the image's defaults from the new image)",
+        "ports: " + (", ".join(container.ports) or "none published"),
+        "networks: " + (", ".join(container.networks) or "none"),
+        "volumes and mounts: " + (", ".join(container.mounts) or "none"),
+        f"labels: {len(container.labels)} (Compose project and service included)",
+        f"restart policy: {container.restart_policy}",
+        "healthcheck: " + ("the container's" if container.has_healthcheck else "none (the API's /health)"),
+        "command, entrypoint, init, limits: as they are",
+    ]
+
+
+async def make_plan(engine: EngineAdapter, config: RollbackConfig, args: RollbackArgs) -> Proposal:
+    """Make the plan of a version or flag rollback; refuse bad input before any plan."""
+    versions = await available_versions(engine, config)
+    names = ", ".join(tag.tag for tag in versions) or "none"
+    container = await service_container(engine, config, config.service)
+    current = running_version(container, versions)
+    warnings = []
+    if container.status != "running":
+        warnings.append(f"{container.name} is {container.status}, not running: nothing serves now")
+    warnings.append("the service does not answer between stopping the old container and the new one starting")
+    state: dict[str, Any] = {
+        "service": config.service,
+        "container_id": container.id,
+        "image_id": container.image_id,
+        "running": container.status == "running",
+    }
+    details: dict[str, Any] = {
+        "service": config.service,
+        "container_id": container.id,
+        "container_name": container.name,
+        "kept_name": kept_name(container),
+        "previous_version": current,
+        "check_api": True,
+        "stop_timeout": container.stop_timeout or config.stop_timeout,
+    }
+    way_back_auto = (
+        f"if the new container is not healthy within {config.health_timeout:g} s, the bot puts"
+        f" {container.name} back by itself"
+    )
+    if args.action == "version":
+        version = args.version or ""
+        if not TAG_SHAPE.fullmatch(version) or not re.search(config.version_pattern, version):
+            raise UsageError(
+                f"`{version[:40]}` is not a version (expected {config.version_pattern}); available: {names}",
+                USAGE,
+            )
+        target = next((tag for tag in versions if tag.tag == version), None)
+        if target is None:
+            raise UsageError(f"{version} is not present in the engine; available: {names}", USAGE)
+        if target.image_id == container.image_id and container.status == "running":
+            raise UsageError(
+                f"{config.service} already runs {version} ({container.name}); nothing to do."
+                f" To restart it: /restart {config.service}",
+                USAGE,
+            )
+        image = f"{config.image}:{version}"
+        older = current is not None and version_key(version) < version_key(current)
+        verb = "Roll back" if older else "Move"
+        title = f"{verb} {config.service} to {version}" + (f" (from {current})" if current else "")
+        state["target_image_id"] = target.image_id
+        details.update(image=image, target_image_id=target.image_id, outcome=version, env={})
+        target_lines = [
+            f"new container {container.name} from {image} ({target.image_id.removeprefix('sha256:')[:12]})",
+            f"old container kept as {kept_name(container)} until the new one is healthy, then removed",
+        ]
+        back = f"/rollback {current}" if current else f"recreate from image {container.image_id[:19]}"
+        return Proposal(
+            command="rollback",
+            arguments=[version],
+            plan=Plan(
+                title=title,
+                current=[describe_container(container, current)],
+                target=target_lines,
+                kept=kept_lines(container),
+                way_back=[way_back_auto, f"afterwards: {back}"],
+                warnings=warnings,
+                estimated_seconds=10.0,
+                state=state,
+                details=details,
+            ),
+        )
+    assert args.flag is not None
+    before = container.env.get(args.flag)
+    if before == args.value:
+        shown = args.value if args.value is not None else "unset"
+        raise UsageError(f"{args.flag} is already {shown} in {container.name}; nothing to do", USAGE)
+    after = f"{args.flag}={args.value}" if args.value is not None else f"{args.flag} unset (image default)"
+    state.update(flag=args.flag, flag_value=before)
+    # The same image, by id, so that a tag moved meanwhile cannot slip another build in.
+    details.update(
+        image=container.image_id,
+        target_image_id=container.image_id,
+        outcome=after,
+        env={args.flag: args.value},
+    )
+    now = f"{args.flag}={before}" if before is not None else f"{args.flag} unset"
+    return Proposal(
+        command="rollback",
+        arguments=["flag", f"{args.flag}={args.value or ''}"],
+        plan=Plan(
+            title=f"Set {args.flag}={args.value or '(unset)'} on {config.service}",
+            current=[describe_container(container, current), now],
+            target=[
+                f"new container {container.name}, same image, with {after}",
+                f"old container kept as {kept_name(container)} until the new one is healthy, then removed",
+            ],
+            kept=kept_lines(container),
+            way_back=[way_back_auto, f"afterwards: /rollback flag {args.flag}={before or ''}"],
+            warnings=warnings,
+            estimated_seconds=10.0,
+            state=state,
+            details=details,
+        ),
+    )
+
+
+async def run(
+    engine: EngineAdapter,
+    config: RollbackConfig,
+    tokens: list[str],
+    history: Callable[[], Awaitable[Mapping[str, datetime]]],
+) -> CommandResult:
+    """Answer `/rollback ...`: the version list, or a plan for the gate."""
+    args = parse(tokens, config)
+    if args.action == "list":
+        return await list_versions(engine, config, await history())
+    return await make_plan(engine, config, args)
+
+
+# --- Executing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Health:
+    """The outcome of waiting for a container to be healthy."""
+
+    healthy: bool
+    detail: str
+    seconds: float
+
+
+async def wait_healthy(
+    engine: EngineAdapter,
+    api: Checker | None,
+    container_id: str,
+    timeout: float,
+    read_timeout: float,
+    progress: Progress,
+    step: str,
+) -> Health:
+    """Poll until the container is healthy (its healthcheck, else the API's /health), or give up."""
+    started = time.monotonic()
+    last_report = started
+    detail = "no answer yet"
+    running_since: float | None = None
+    while True:
+        elapsed = time.monotonic() - started
+        try:
+            info = await engine.describe(container_id, read_timeout)
+        except DependencyError as error:
+            detail = f"engine: {error.reason}: {error.detail}"
+            info = None
+        if info is not None:
+            if info.status in ("exited", "dead", "removing"):
+                code = f" with code {info.exit_code}" if info.exit_code is not None else ""
+                why = f": {info.error}" if info.error else ""
+                return Health(False, f"the container {info.status}{code}{why}", elapsed)
+            if info.health == "healthy":
+                return Health(True, "container healthcheck: healthy", elapsed)
+            if info.health == "unhealthy":
+                # The engine says so only after the healthcheck's own retries: waiting longer is moot.
+                return Health(False, "container healthcheck: unhealthy", elapsed)
+            if info.status == "running" and api is not None:
+                try:
+                    answer = await asyncio.wait_for(api.ping(), timeout=read_timeout)
+                    return Health(True, f"/health: {answer}", time.monotonic() - started)
+                except Exception as error:
+                    detail = f"/health: {error}"[:200]
+            elif info.status == "running" and not info.health:
+                running_since = running_since or time.monotonic()
+                if time.monotonic() - running_since >= SETTLE_SECONDS:
+                    return Health(True, "running (no healthcheck to ask)", time.monotonic() - started)
+            else:
+                detail = f"container {info.status}" + (f", {info.health}" if info.health else "")
+        if elapsed >= timeout:
+            return Health(False, f"not healthy within {timeout:g} s; last: {detail}", elapsed)
+        if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+            last_report = time.monotonic()
+            await progress.step(step, "running", f"{elapsed:.0f} s of {timeout:g} s; last: {detail}")
+        await asyncio.sleep(HEALTH_POLL_SECONDS)
+
+
+async def _quietly(progress: Progress, name: str, status: StepStatus, detail: str = "") -> None:
+    """Report a step while putting things back: a failed report must not stop the repair."""
+    try:
+        await progress.step(name, status, detail)
+    except Exception:
+        return
+
+
+async def _put_back(
+    engine: EngineAdapter,
+    api: Checker | None,
+    config: RollbackConfig,
+    progress: Progress,
+    old_id: str,
+    old_name: str,
+    new_id: str | None,
+    renamed: bool,
+    stopped: bool,
+) -> tuple[bool, list[str]]:
+    """Put the old container back in service; return whether it serves and what each part is."""
+    state: list[str] = []
+    ok = True
+    timeout = config.engine_timeout
+    if new_id is not None:
+        # Removed before the old one starts: Podman holds a failed container's port until then.
+        step = "remove the new container"
+        await _quietly(progress, step, "running")
+        try:
+            await engine.remove(new_id, timeout)
+            await _quietly(progress, step, "done")
+            state.append(f"new container {new_id[:12]} removed")
+        except DependencyError as error:
+            ok = False
+            await _quietly(progress, step, "failed", error.detail)
+            state.append(f"new container {new_id[:12]} could not be removed: {error.detail}")
+    if renamed:
+        step = f"give the old container its name back ({old_name})"
+        await _quietly(progress, step, "running")
+        try:
+            await engine.rename(old_id, old_name, timeout)
+            await _quietly(progress, step, "done")
+        except DependencyError as error:
+            ok = False
+            await _quietly(progress, step, "failed", error.detail)
+            state.append(f"old container {old_id[:12]} still named {old_name}-previous-…: {error.detail}")
+    if stopped:
+        step = "start the old container again"
+        await _quietly(progress, step, "running")
+        try:
+            await engine.start(old_id, timeout)
+            await _quietly(progress, step, "done")
+        except DependencyError as error:
+            await _quietly(progress, step, "failed", error.detail)
+            state.append(f"old container {old_id[:12]} could not be started: {error.detail}")
+            return False, state
+        step = "wait until the old container is healthy"
+        await _quietly(progress, step, "running")
+        health = await wait_healthy(
+            engine, api, old_id, config.health_timeout, config.read_timeout, _Quiet(progress), step
+        )
+        await _quietly(progress, step, "done" if health.healthy else "failed", health.detail)
+        state.append(
+            f"old container {old_name} ({old_id[:12]}) running again, "
+            + ("healthy" if health.healthy else "NOT healthy")
+            + f" ({health.detail})"
+        )
+        ok = ok and health.healthy
+    else:
+        state.append(f"old container {old_name} ({old_id[:12]}) kept running throughout")
+    return ok, state
+
+
+class _Quiet:
+    """A Progress that never raises (used while putting things back)."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+
+    async def step(self, name: str, status: StepStatus, detail: str = "") -> None:
+        """Pass the step on, swallowing any failure to report it."""
+        try:
+            await self.inner.step(name, status, detail)
+        except Exception:
+            return
+
+
+async def execute(
+    engine: EngineAdapter, api: Checker | None, config: RollbackConfig, plan: Plan, progress: Progress
+) -> Execution:
+    """Carry out a version or flag rollback: copy, stop, start, wait for health; put back on failure."""
+    details = plan.details
+    old_id = str(details["container_id"])
+    old_name = str(details["container_name"])
+    kept = str(details["kept_name"])
+    image = str(details["image"])
+    env: dict[str, str | None] = dict(details.get("env") or {})
+    stop_timeout = int(details["stop_timeout"])
+    target = str(details.get("outcome") or image)
+    previous = details.get("previous_version")
+    way_back = str(plan.way_back[-1]).removeprefix("afterwards: ") if plan.way_back else ""
+    timeout = config.engine_timeout
+
+    def failed(summary: str, state: list[str]) -> Execution:
+        return Execution(command="rollback", succeeded=False, summary=summary, state=state)
+
+    step = f"check {old_name}"
+    await progress.step(step, "running")
+    try:
+        old = await engine.describe(old_id, config.read_timeout)
+    except DependencyError as error:
+        await progress.step(step, "failed", error.detail)
+        return failed(f"could not read {old_name}: {error.reason}; nothing was changed", [error.detail])
+    if old.image_id != plan.state.get("image_id"):
+        await progress.step(step, "failed", "its image changed since the plan")
+        return failed("the container changed since the plan; nothing was changed", [])
+    was_running = old.status == "running"
+    await progress.step(step, "done", f"{old.status}, image {old.image_ref}")
+
+    renamed = stopped = False
+    new: ContainerInfo | None = None
+    try:
+        step = f"keep the old container as {kept}"
+        await progress.step(step, "running")
+        await engine.rename(old_id, kept, timeout)
+        renamed = True
+        await progress.step(step, "done")
+
+        source = image if image.startswith(config.image) else "the same image"
+        step = f"create the new container from {source}"
+        await progress.step(step, "running")
+        new = await engine.create_like(old_id, image, old_name, env, timeout)
+        await progress.step(step, "done", new.short_id)
+
+        step = f"stop the old container (up to {stop_timeout} s)"
+        await progress.step(step, "running")
+        if was_running:
+            await engine.stop(old_id, stop_timeout, timeout)
+            stopped = True
+            await progress.step(step, "done")
+        else:
+            await progress.step(step, "skipped", f"it was {old.status}")
+
+        step = "start the new container"
+        await progress.step(step, "running")
+        await engine.start(new.id, timeout)
+        await progress.step(step, "done")
+
+        step = "wait until healthy"
+        await progress.step(step, "running")
+        health = await wait_healthy(
+            engine, api, new.id, config.health_timeout, config.read_timeout, progress, step
+        )
+    except Exception as error:
+        reason = error.detail if isinstance(error, DependencyError) else f"{type(error).__name__}: {error}"
+        await _quietly(progress, step, "failed", reason[:300])
+        serving, state = await _put_back(
+            engine, api, config, progress, old_id, old_name, new.id if new else None, renamed, stopped
+        )
+        if not stopped and not renamed:
+            summary = f"{step} failed ({reason[:200]}); nothing was changed"
+        elif serving:
+            summary = f"{step} failed ({reason[:200]}); the previous container serves again"
+        else:
+            summary = f"{step} failed ({reason[:200]}); the previous container could NOT be fully put back"
+        return failed(summary, state)
+
+    if not health.healthy:
+        await progress.step(step, "failed", health.detail)
+        logs = ""
+        with contextlib.suppress(DependencyError):
+            logs = (await engine.logs_tail(new.id, 5, config.read_timeout)).strip()
+        serving, state = await _put_back(
+            engine, api, config, progress, old_id, old_name, new.id, renamed, stopped
+        )
+        if logs:
+            state.append("last lines of the new container: " + " | ".join(logs.splitlines()[-5:])[:400])
+        verdict = (
+            "put the previous container back; it serves again"
+            if serving
+            else ("tried to put the previous container back, but it is NOT healthy")
+        )
+        return failed(f"{target} did not become healthy ({health.detail}); {verdict}", state)
+    await progress.step(step, "done", f"{health.detail} after {health.seconds:.1f} s")
+
+    state = [f"{old_name} ({new.short_id}) running {target}, healthy: {health.detail}"]
+    step = f"remove the old container {kept}"
+    await progress.step(step, "running")
+    try:
+        await engine.remove(old_id, timeout)
+        await progress.step(step, "done")
+        state.append(f"previous container {old_id[:12]} ({previous or old.image_ref}) removed")
+    except DependencyError as error:
+        await progress.step(step, "failed", error.detail)
+        state.append(f"previous container {kept} left in place (remove it by hand): {error.detail}")
+    return Execution(
+        command="rollback",
+        succeeded=True,
+        summary=f"{config.service} runs {target} and is healthy",
+        state=state,
+        way_back=way_back,
+    )
