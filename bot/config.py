@@ -126,6 +126,20 @@ class Settings(BaseSettings):
     triage_checklist: Path | None = Field(default=None, validate_default=True)
     triage_check_timeout_seconds: float | None = Field(default=None, gt=0, le=120)
 
+    # /backup and /restore: where backups go (a directory, or s3://bucket/prefix on the endpoint
+    # below, default the platform's), which buckets they hold (none: s3_bucket), and their limits.
+    backup_store: str = f"{DEFAULT_SANDBOX_DIR}/backups"
+    backup_s3_endpoint_url: str | None = None
+    backup_buckets: Annotated[list[str], NoDecode] = []
+    backup_work_dir: Path | None = None
+    backup_concurrency: int = Field(default=8, ge=1, le=64)
+    backup_timeout_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    backup_transfer_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    backup_keep_days: int = Field(default=30, ge=1, le=3650)
+    restore_lock_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    restore_health_timeout_seconds: float = Field(default=60.0, gt=0, le=1800)
+    restore_stop_timeout_seconds: int = Field(default=30, ge=1, le=600)
+
     # Behaviour.
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
@@ -141,6 +155,7 @@ class Settings(BaseSettings):
         "mfa_admins",
         "destructive_channels",
         "two_person_commands",
+        "backup_buckets",
         mode="before",
     )
     @classmethod
@@ -168,6 +183,21 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("backup_s3_endpoint_url", "backup_work_dir", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("backup_store")
+    @classmethod
+    def _backup_store(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if not value[len("s3://") :].split("/", 1)[0]:
+                raise ValueError("s3:// must name a bucket: s3://bucket/prefix")
+        elif "://" in value and not value.startswith("file://"):
+            raise ValueError("must be a directory, file:///directory or s3://bucket/prefix")
         return value
 
     @field_validator("rollback_flags", mode="before")
