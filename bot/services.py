@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import Pingable
-from adapters.engine import EngineAdapter
+from adapters.engine import EngineAdapter, ServiceAction
 from adapters.github import GitHubAdapter
 from adapters.http_api import PlatformApiAdapter
+from adapters.object_transfer import ObjectTransfer
+from adapters.pg_tools import PgTools
 from adapters.postgres import PostgresAdapter
 from adapters.prometheus import PrometheusAdapter
 from adapters.redis_store import RedisAdapter
@@ -18,6 +20,38 @@ from adapters.slack_api import SlackAdapter
 from adapters.storage import StorageAdapter
 from bot.config import Settings
 from bot.observability import BotMetrics
+
+
+@dataclass
+class BackupAdapters:
+    """What /backup and /restore use beyond the usual adapters: bulk transfer, pg_dump, the engine."""
+
+    pg: PgTools
+    transfer: ObjectTransfer  # the platform's buckets
+    store_transfer: ObjectTransfer | None  # an s3:// backup store on another endpoint
+    backend: ServiceAction
+
+    @classmethod
+    def build(cls, settings: Settings, engine: EngineAdapter) -> BackupAdapters:
+        """Build them from settings; nothing connects until first used."""
+        transfer_timeout = settings.backup_transfer_timeout_seconds
+        keys = (settings.aws_access_key_id, settings.aws_secret_access_key.get_secret_value())
+        transfer = ObjectTransfer(settings.s3_endpoint_url, *keys, settings.s3_region, transfer_timeout)
+        store_transfer = None
+        if settings.backup_s3_endpoint_url and settings.backup_s3_endpoint_url != settings.s3_endpoint_url:
+            store_transfer = ObjectTransfer(
+                settings.backup_s3_endpoint_url, *keys, settings.s3_region, transfer_timeout
+            )
+        return cls(
+            pg=PgTools(
+                settings.platform_database_url,
+                settings.dependency_timeout_seconds,
+                settings.restore_lock_timeout_seconds,
+            ),
+            transfer=transfer,
+            store_transfer=store_transfer,
+            backend=ServiceAction(engine, settings.restore_stop_timeout_seconds + 30.0),
+        )
 
 
 @dataclass
@@ -35,6 +69,7 @@ class Services:
     metrics: BotMetrics
     slack: SlackAdapter | None = None
     github: GitHubAdapter | None = None
+    backups: BackupAdapters | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -74,6 +109,12 @@ class Services:
             slack=slack,
             github=github,
         )
+
+    def backup_adapters(self) -> BackupAdapters:
+        """Return the adapters of /backup and /restore, built on first use."""
+        if self.backups is None:
+            self.backups = BackupAdapters.build(self.settings, self.engine)
+        return self.backups
 
     def platform_dependencies(self) -> list[Pingable]:
         """Return the platform's systems, in the runbook's order."""
