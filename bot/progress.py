@@ -26,16 +26,18 @@ class StepRecorder:
     async def step(self, name: str, status: StepStatus, detail: str = "") -> None:
         """Record that a step started, finished, failed or was skipped, then publish."""
         existing = next((item for item in self.steps if item.name == name), None)
-        if status == "running":
+        # A long step reports "running" again and again with its progress: time it from the first.
+        if status == "running" and (existing is None or existing.status != "running"):
             self._started[name] = time.perf_counter()
         duration = None
         if status in ("done", "failed") and name in self._started:
             duration = round((time.perf_counter() - self._started[name]) * 1000, 1)
+        restarted = status == "running" and existing is not None and existing.status != "running"
         updated = Step(
             name=name,
             status=status,
             detail=detail,
-            started_at=existing.started_at if existing else datetime.now(UTC),
+            started_at=existing.started_at if existing and not restarted else datetime.now(UTC),
             duration_ms=duration,
         )
         if existing is None:
