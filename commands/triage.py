@@ -471,16 +471,21 @@ def format_bytes(value: float) -> str:
 def _threshold_text(check: Check, unit: Unit) -> str:
     sign = ">" if check.direction == "above" else "<"
     parts = []
+    factors = []
     for level in ("warn", "critical"):
         threshold = check.threshold(level)
         if threshold is None:
             continue
-        text = f"{level} {sign} {format_value(threshold, unit)}"
+        parts.append(f"{level} {sign} {format_value(threshold, unit)}")
         factor = check.multiple(level)
-        if factor is not None and check.baseline is not None:
-            text += f" ({factor:g}× baseline {format_value(check.baseline, unit)})"
-        parts.append(text)
-    return ", ".join(parts) if parts else "none (shown, not judged)"
+        if factor is not None:
+            factors.append(f"{factor:g}×")
+    if not parts:
+        return "none (shown, not judged)"
+    text = ", ".join(parts)
+    if factors and check.baseline is not None:
+        text += f" ({'/'.join(factors)} baseline {format_value(check.baseline, unit)})"
+    return text
 
 
 def _judge(check: Check, value: float | None) -> tuple[Status, str | None]:
@@ -943,6 +948,16 @@ def _is_error(record: dict[str, Any]) -> bool:
     return isinstance(status, int) and not isinstance(status, bool) and status >= 500
 
 
+def _error_text(record: dict[str, Any]) -> str:
+    """Say what went wrong in a log record: its error, else its status, else its event."""
+    if record.get("error"):
+        return str(record["error"])
+    status = record.get("status_code", record.get("status"))
+    if status is not None:
+        return f"status {status}"
+    return str(record.get("event") or record.get("message") or "")
+
+
 @dataclass
 class _LogSummary:
     errors: int = 0
@@ -966,8 +981,7 @@ def _summarise_logs(patterns: list[str], since: datetime, until: datetime, keep:
         summary.errors += 1
         path = str(record.data.get("path") or "—")
         summary.by_path[path] += 1
-        message = record.data.get("error") or record.data.get("event") or ""
-        summary.last_error[path] = str(message)
+        summary.last_error[path] = _error_text(record.data)
         summary.samples.append(record)
         if len(summary.samples) > keep:
             summary.samples.pop(0)
@@ -1002,7 +1016,7 @@ async def _logs(check: LogsCheck, run: _Run) -> Measurement:
             str(record.data.get("trace_id") or "—"),
             str(record.data.get("path") or "—"),
             str(record.data.get("status_code") or record.data.get("level") or "—"),
-            _cut(str(record.data.get("error") or record.data.get("event") or ""), 80),
+            _cut(_error_text(record.data), 80),
         ]
         for record in reversed(summary.samples)
     ]
@@ -1025,7 +1039,11 @@ async def _logs(check: LogsCheck, run: _Run) -> Measurement:
     detail = f"top path {top[0][0]} ({top[0][1]})" if top else ""
     window_text = format_duration(span)
     return Measurement(
-        float(summary.errors), f"{summary.errors} error lines in {window_text}", "count", detail, evidence
+        float(summary.errors),
+        f"{summary.errors} error lines in the last {window_text}",
+        "count",
+        detail,
+        evidence,
     )
 
 
