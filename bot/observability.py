@@ -6,7 +6,7 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -66,6 +66,22 @@ class BotMetrics:
             "chatops_gate_refusals_total",
             "Destructive requests the gate refused, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.slack_rate_limited = Counter(
+            "chatops_slack_rate_limited_total",
+            "Slack Web API calls answered 429 (retried after Retry-After), by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.lock_waits = Counter(
+            "chatops_lock_refusals_total",
+            "Destructive operations refused because another one held the environment's lock.",
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "chatops_commands_in_flight",
+            "Commands acknowledged and still running.",
             registry=self.registry,
         )
         self.slack_api_errors = Counter(

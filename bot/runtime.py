@@ -11,6 +11,7 @@ from bot.config import Settings
 from bot.gate import Gate
 from bot.locks import OperationLock
 from bot.mfa import MfaService
+from bot.posting import install_rate_limit_retry
 from bot.services import Services, build_slack_client
 
 
@@ -29,6 +30,8 @@ class Runtime:
         """Build the runtime; nothing connects until first used."""
         services = services or Services.build(settings)
         slack_client = build_slack_client(settings) if settings.slack_bot_token is not None else None
+        if slack_client is not None:
+            install_rate_limit_retry(slack_client, services.metrics)
         authorizer = Authorizer(settings, slack_client)
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         mfa = MfaService(services.state_db, secret)

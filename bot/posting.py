@@ -1,0 +1,125 @@
+"""Stay within Slack's limits: retry after 429, pace posts per channel, split long messages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any
+
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.observability import BotMetrics
+from bot.render.common import SECTION_LIMIT, Block, Message
+
+MAX_BLOCKS = 50
+# Slack allows about one message per second per channel, with short bursts.
+POST_INTERVAL_SECONDS = 1.0
+
+
+class CountedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """Retry a 429 after its Retry-After, counting it."""
+
+    def __init__(self, metrics: BotMetrics, max_retry_count: int = 3) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.metrics = metrics
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        """Count the 429, then wait as Slack asked."""
+        method = request.url.rsplit("/", 1)[-1]
+        self.metrics.slack_rate_limited.labels(method).inc()
+        await super().prepare_for_next_attempt_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
+def install_rate_limit_retry(client: AsyncWebClient, metrics: BotMetrics) -> None:
+    """Make the client wait and retry when Slack answers 429."""
+    client.retry_handlers.append(CountedRateLimitRetry(metrics))
+
+
+class ChannelPacer:
+    """Space posts to one channel about a second apart (per process)."""
+
+    def __init__(self, interval: float = POST_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._last: dict[str, float] = {}
+
+    async def wait_turn(self, channel: str) -> None:
+        """Return when a post to `channel` may go out."""
+        async with self._locks[channel]:
+            last = self._last.get(channel)
+            now = time.monotonic()
+            if last is not None and now - last < self.interval:
+                await asyncio.sleep(self.interval - (now - last))
+            self._last[channel] = time.monotonic()
+
+
+def _split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Split text at line breaks (or hard, for one huge line) into pieces of at most `limit`."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:limit])
+            line = line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            pieces.append(current)
+            current = line
+        else:
+            current = candidate
+    if current or not pieces:
+        pieces.append(current)
+    return pieces
+
+
+def _split_block(block: Block) -> list[Block]:
+    text: Any = block.get("text")
+    if (
+        block.get("type") != "section"
+        or not isinstance(text, dict)
+        or len(text.get("text", "")) <= SECTION_LIMIT
+    ):
+        return [block]
+    inside_code = text["text"].startswith("```") and text["text"].endswith("```")
+    body = text["text"][3:-3] if inside_code else text["text"]
+    limit = SECTION_LIMIT - 6 if inside_code else SECTION_LIMIT
+    parts = _split_text(body, limit)
+    # A code block cut in two must be closed and reopened, or the rest renders as prose.
+    return [
+        {
+            **{k: v for k, v in block.items() if k not in ("text", "block_id")},
+            "text": {**text, "text": f"```{part}```" if inside_code else part},
+        }
+        for part in parts
+    ]
+
+
+def split_message(message: Message) -> list[Message]:
+    """Split a message into messages within Block Kit's limits, instead of having it rejected."""
+    blocks = [piece for block in message.blocks for piece in _split_block(block)]
+    if len(blocks) <= MAX_BLOCKS:
+        return [Message(text=message.text, blocks=blocks)]
+    chunks = [blocks[start : start + MAX_BLOCKS] for start in range(0, len(blocks), MAX_BLOCKS)]
+    return [
+        Message(
+            text=message.text if index == 0 else f"{message.text} ({index + 1}/{len(chunks)})", blocks=chunk
+        )
+        for index, chunk in enumerate(chunks)
+    ]
