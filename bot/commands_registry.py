@@ -8,16 +8,19 @@ from typing import Any
 
 from rich.console import Console
 
-from bot import audit_runner, rollback_runner
+from bot import audit_runner, incidents, rollback_runner
+from bot import rca as rca_runner
 from bot.authz import Role
 from bot.render import audit as audit_render
 from bot.render import health as health_render
+from bot.render import incident as incident_render
+from bot.render import rca as rca_render
 from bot.render import rollback as rollback_render
 from bot.render import triage as triage_render
 from bot.render.common import SlackReply
 from bot.services import Services
-from commands import audit, health, restart, rollback, triage
-from commands.base import CommandResult
+from commands import audit, health, incident, rca, restart, rollback, triage
+from commands.base import CommandResult, tokenize
 from commands.destructive import Execution, Plan, Progress
 from commands.triage_checklist import DEFAULT_CHECKLIST, load_checklist
 
@@ -49,6 +52,14 @@ class CommandSpec:
     role: Role = "viewer"
     execute: Callable[[Services, Plan, Progress], Awaitable[Execution]] | None = None
     timeout_seconds: float = 60.0
+    # How Slack's command text becomes tokens; commands taking free text keep it whole (apostrophes).
+    tokenize: Callable[[str], list[str]] = tokenize
+    # The role one invocation needs when it depends on the arguments (reading versus changing).
+    role_for: Callable[[list[str]], Role] | None = None
+
+    def required_role(self, tokens: list[str]) -> Role:
+        """Return the role this invocation needs."""
+        return self.role_for(tokens) if self.role_for is not None else self.role
 
 
 async def _run_health(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
@@ -144,6 +155,26 @@ COMMANDS: dict[str, CommandSpec] = {
             terminal=rollback_render.terminal,
             role="operator",
             execute=rollback_runner.execute_restart,
+        ),
+        CommandSpec(
+            name="incident",
+            summary="declare an incident; updates, notes, severity, commander, resolve, timeline, contacts",
+            usage=incident.USAGE,
+            run=incidents.run_command,
+            slack=incident_render.slack,
+            terminal=incident_render.terminal,
+            role="responder",
+            role_for=incidents.required_role,
+            tokenize=incidents.slack_text,
+        ),
+        CommandSpec(
+            name="rca",
+            summary="RCA draft of an incident from its timeline; preview, then file it as a GitHub issue",
+            usage=rca.USAGE,
+            run=rca_runner.run_command,
+            slack=rca_render.slack,
+            terminal=rca_render.terminal,
+            role="responder",
         ),
     )
 }

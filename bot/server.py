@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.alerts import alerts_endpoint
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
@@ -46,6 +47,8 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            # Alertmanager's webhook (version 4): alerts into the incident channel.
+            Route("/alerts", alerts_endpoint(services, slack_app.client), methods=["POST"]),
         ]
     )
 

@@ -86,6 +86,7 @@ class Services:
                 settings.github_repo,
                 settings.github_token.get_secret_value(),
                 timeout,
+                max_retry_wait=settings.github_max_retry_wait_seconds,
             )
         return cls(
             settings=settings,

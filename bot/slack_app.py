@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import incidents
 from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate import Approval, Refused
@@ -59,6 +60,10 @@ def build_slack_app(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
     app.action(CONFIRM_ACTION)(_confirm_handler(runtime))
     app.action(CANCEL_ACTION)(_cancel_handler(runtime))
     app.view(MFA_VIEW)(_mfa_view_handler(runtime))
+    # Imported here: the incident buttons use this module's post_result and tell_caller.
+    from bot.incident_actions import register as register_incident_actions
+
+    register_incident_actions(app, runtime)
     return app
 
 
@@ -73,9 +78,9 @@ def _command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Await
         user = command.get("user_id", "")
         invocation = Invocation(request_id=new_request_id(), source="slack", user_id=user, channel_id=channel)
         try:
-            if not await runtime.authorizer.allowed(user, spec.role):
+            tokens = spec.tokenize(command.get("text", ""))
+            if not await runtime.authorizer.allowed(user, spec.required_role(tokens)):
                 raise UsageError(f"you are not allowed to run /{spec.name}")
-            tokens = tokenize(command.get("text", ""))
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
             await tell_caller(client, respond, channel, user, error_text(error.message, error.usage))
@@ -90,7 +95,7 @@ def _command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Await
         if isinstance(result, Proposal):
             await propose(runtime, client, respond, result, invocation)
             return
-        await post_result(client, respond, channel, spec, result, services)
+        await post_result(client, respond, channel, spec, result, services, user=user)
 
     handle.__name__ = f"handle_{spec.name}"
     return handle
@@ -104,10 +109,17 @@ async def post_result(
     result: CommandResult,
     services: Services,
     thread_ts: str | None = None,
+    user: str | None = None,
 ) -> str | None:
     """Post a result for everyone: the main message, then its thread and files; return its ts."""
     reply: SlackReply = spec.slack(result)
     main = reply.main
+    if reply.ephemeral:  # the command posted what everyone sees itself; this answer is the caller's
+        await respond(text=main.text, blocks=main.blocks, response_type="ephemeral", replace_original=False)
+        return None
+    # In a channel with an open incident, results go to its thread and into its timeline.
+    incident_thread = await incidents.record(services.state_db, channel, f"/{spec.name}", main.text, user)
+    thread_ts = thread_ts or incident_thread
     try:
         answer = await client.chat_postMessage(
             channel=channel, text=main.text, blocks=main.blocks, thread_ts=thread_ts
@@ -172,7 +184,12 @@ async def propose(
         await tell_caller(client, respond, channel, invocation.user_id or "", error_text(refusal.message))
         return None
     message = plan_message(approval)
-    answer = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+    thread_ts = await incidents.record(
+        runtime.services.state_db, channel, f"/{approval.command}", message.text, invocation.user_id
+    )
+    answer = await client.chat_postMessage(
+        channel=channel, text=message.text, blocks=message.blocks, thread_ts=thread_ts
+    )
     await runtime.gate.attach_message(approval.id, str(answer["ts"]))
     return approval
 
@@ -251,13 +268,15 @@ def _mfa_view_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:
             assert verification is not None
             await ack(response_action="errors", errors={TOTP_BLOCK: verification.message[:150]})
             if verification.just_locked and approval.channel_id:
-                await client.chat_postMessage(
-                    channel=approval.channel_id,
-                    text=(
-                        f":rotating_light: <@{user}> is locked out of MFA step-up after"
-                        f" {verification.failures} wrong codes in a row (until"
-                        f" {verification.locked_until:%H:%M:%S} UTC)."
-                    ),
+                await incidents.post_in_thread(
+                    client,
+                    runtime.services.state_db,
+                    approval.channel_id,
+                    "mfa",
+                    f":rotating_light: <@{user}> is locked out of MFA step-up after"
+                    f" {verification.failures} wrong codes in a row (until"
+                    f" {verification.locked_until:%H:%M:%S} UTC).",
+                    user,
                 )
             return
         await ack()
@@ -301,7 +320,10 @@ async def run_approved(runtime: Runtime, client: AsyncWebClient, approval: Appro
         text = escape(f"{type(error).__name__}: {error}"[:500])
         await _update_plan_message(client, approval, notice_message(f"Failed: {title}", text))
         return
-    await _update_plan_message(client, approval, outcome_message(title, result, footer))
+    outcome = outcome_message(title, result, footer)
+    await _update_plan_message(client, approval, outcome)
+    state_db = runtime.services.state_db
+    await incidents.record(state_db, approval.channel_id, f"/{approval.command}", outcome.text, approval.requester)
 
 
 async def _update_plan_message(client: AsyncWebClient, approval: Approval, message: Message) -> None:

@@ -1,0 +1,293 @@
+"""Render incidents: the pinned header, thread messages, answers to the caller, and the terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from rich.console import Console
+from rich.markup import escape as escape_markup
+from rich.table import Table
+
+from adapters.incident_store import Incident, TimelineEvent
+from bot.render.common import (
+    SECTION_LIMIT,
+    Block,
+    Message,
+    SlackReply,
+    clip,
+    context,
+    escape,
+    header,
+    section,
+)
+from commands.incident import (
+    SEVERITY_NAMES,
+    Contact,
+    IncidentResult,
+    format_minutes,
+    incident_duration,
+    who,
+)
+
+ASK_NOTE_ACTION = "incident_ask_note"
+ASK_DECLARE_ACTION = "incident_ask_declare"
+ASK_CANCEL_ACTION = "incident_ask_cancel"
+
+SEVERITY_EMOJI = {
+    "P1": ":red_circle:",
+    "P2": ":large_orange_circle:",
+    "P3": ":large_yellow_circle:",
+    "P4": ":large_blue_circle:",
+}
+KIND_EMOJI = {
+    "declared": ":rotating_light:",
+    "update": ":loudspeaker:",
+    "note": ":memo:",
+    "severity": ":arrow_up_down:",
+    "commander": ":bust_in_silhouette:",
+    "resolved": ":white_check_mark:",
+    "alert": ":bell:",
+    "rca": ":page_facing_up:",
+}
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+# Most timeline lines shown in Slack at once; the RCA draft has them all.
+TIMELINE_SHOWN = 150
+
+
+def slack_date(moment: datetime, style: str = "{date_short_pretty} {time}") -> str:
+    """Write a time that Slack shows in each reader's own time zone (UTC as the fallback)."""
+    fallback = f"{moment:%Y-%m-%d %H:%M} UTC"
+    return f"<!date^{int(moment.timestamp())}^{style}|{fallback}>"
+
+
+def plain_people(text: str) -> str:
+    """Turn Slack mentions (<@U123|name>) into plain @names for the terminal and Markdown."""
+    return _MENTION.sub(lambda match: "@" + (match.group(2) or match.group(1)), text)
+
+
+def contacts_line(contacts: list[Contact]) -> str:
+    """Write the emergency contacts on one line."""
+    return " · ".join(f"*{escape(c.role)}* ({escape(c.area)}) {escape(c.contact)}" for c in contacts)
+
+
+def header_message(incident: Incident, contacts: list[Contact], now: datetime) -> Message:
+    """Build the pinned header: title, severity, status, commander, started at, duration, contacts."""
+    resolved = incident.status == "resolved"
+    emoji = ":white_check_mark:" if resolved else SEVERITY_EMOJI[incident.severity]
+    status = "Resolved" if resolved else "Open"
+    duration = format_minutes(incident_duration(incident, now))
+    if not resolved:
+        duration += f" so far (as of {now:%H:%M} UTC)"
+    fields = [
+        f"*Status*\n{status}",
+        f"*Severity*\n{incident.severity} ({SEVERITY_NAMES[incident.severity]})",
+        f"*Commander*\n{who(incident.commander)}",
+        f"*Started*\n{slack_date(incident.started_at)}",
+        f"*Duration*\n{duration}",
+        f"*Declared by*\n{who(incident.declared_by)}",
+    ]
+    blocks: list[Block] = [
+        header(f"{incident.reference} · {incident.severity} · {incident.title}"),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
+    ]
+    if incident.last_update and incident.last_update_at:
+        blocks.append(
+            section(
+                f"*Latest update* ({slack_date(incident.last_update_at, '{time}')}): {incident.last_update}"
+            )
+        )
+    if resolved:
+        assert incident.resolved_at is not None
+        summary = f": {incident.summary}" if incident.summary else ""
+        blocks.append(section(f"*Resolved* {slack_date(incident.resolved_at)}{summary}"))
+    if contacts:
+        blocks.append(context("Emergency contacts: " + contacts_line(contacts)))
+    blocks.append(
+        context(
+            "Everything about this incident goes in this thread."
+            " `/incident update <text>` tells the channel · `/incident note <text>` · `/incident resolve`"
+        )
+    )
+    text = f"{emoji} {incident.reference} [{incident.severity}] {incident.title} — {status.lower()}"
+    return Message(text=text, blocks=blocks)
+
+
+def event_message(incident: Incident, event: TimelineEvent) -> Message:
+    """Build the thread message for one change of the incident."""
+    emoji = KIND_EMOJI.get(event.kind, ":small_blue_diamond:")
+    if event.kind == "update":
+        line = f"{emoji} *Update on {incident.reference}* from {who(event.actor)}:\n{event.text}"
+    elif event.kind == "note":
+        line = f"{emoji} *Note* from {who(event.actor)}: {event.text}"
+    elif event.kind == "declared":
+        line = (
+            f"{emoji} {incident.reference} declared by {who(event.actor)}; commander"
+            f" {who(incident.commander)}. Everything the bot does for it lands in this thread."
+        )
+    else:
+        line = f"{emoji} {event.text} — {who(event.actor)}"
+    return Message(text=clip(f"{incident.reference}: {event.text}", 3000), blocks=[section(line)])
+
+
+def slack(result: IncidentResult) -> SlackReply:
+    """Answer the caller: a confirmation, the question about a second incident, the timeline or contacts."""
+    if result.outcome == "asked":
+        return SlackReply(main=ask_message(result), ephemeral=True)
+    if result.outcome == "timeline":
+        return SlackReply(main=timeline_message(result), ephemeral=True)
+    if result.outcome == "contacts":
+        return SlackReply(main=contacts_message(result), ephemeral=True)
+    return SlackReply(main=confirmation(result), ephemeral=True)
+
+
+def confirmation(result: IncidentResult) -> Message:
+    """Build the short answer to whoever changed the incident, naming anything Slack refused."""
+    incident = result.incident
+    assert incident is not None
+    duration = format_minutes(incident_duration(incident, result.as_of))
+    done = {
+        "declared": f"Declared {incident.reference}; the header is pinned and its thread is the incident's.",
+        "updated": f"Update posted in {incident.reference}'s thread and to the channel.",
+        "noted": f"Noted in {incident.reference}'s timeline.",
+        "severity": f"{incident.reference} is now {incident.severity}.",
+        "commander": f"{incident.reference}'s commander is now {who(incident.commander)}.",
+        "resolved": f"{incident.reference} resolved after {duration}.",
+    }[result.outcome]
+    lines = [f":white_check_mark: {done}"]
+    lines += [f":warning: {escape(problem)}" for problem in result.slack_problems]
+    text = "\n".join(lines)
+    return Message(text=text, blocks=[section(text)])
+
+
+def ask_message(result: IncidentResult) -> Message:
+    """Ask whether a second declare in a channel with an open incident is really a new incident."""
+    incident = result.incident
+    assert incident is not None and result.pending_title is not None
+    question = (
+        f":raised_hand: *{incident.reference} · {escape(incident.title)}* is already open here"
+        f" ({incident.severity}, commander {who(incident.commander)},"
+        f" since {slack_date(incident.started_at)})."
+        f"\nIs *{escape(result.pending_title)}* the same incident?"
+    )
+    pending = json.dumps({"title": result.pending_title, "severity": result.pending_severity})
+    note = json.dumps({"incident": incident.id, "text": result.pending_title})
+    buttons: Block = {
+        "type": "actions",
+        "block_id": "incident_ask",
+        "elements": [
+            _button(f"Same: add a note to {incident.reference}", ASK_NOTE_ACTION, note, "primary"),
+            _button("Different: declare a new incident", ASK_DECLARE_ACTION, pending),
+            _button("Cancel", ASK_CANCEL_ACTION, str(incident.id)),
+        ],
+    }
+    return Message(
+        text=f"{incident.reference} is already open in this channel: is this the same incident?",
+        blocks=[section(question), buttons],
+    )
+
+
+def _button(label: str, action_id: str, value: str, style: str | None = None) -> Block:
+    button: Block = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": clip(label, 75)},
+        "value": value[:2000],
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def timeline_lines(events: list[TimelineEvent]) -> list[str]:
+    """Write one mrkdwn line per timeline entry: when, what, who."""
+    lines = []
+    for event in events:
+        emoji = KIND_EMOJI.get(event.kind, ":small_blue_diamond:")
+        actor = f" — {who(event.actor)}" if event.actor else ""
+        lines.append(f"`{event.at:%m-%d %H:%M}` {emoji} *{escape(event.kind)}* {event.text}{actor}")
+    return lines
+
+
+def timeline_message(result: IncidentResult) -> Message:
+    """Build the timeline, in order, with who and when (UTC)."""
+    incident = result.incident
+    assert incident is not None
+    lines = timeline_lines(result.events)
+    dropped = max(len(lines) - TIMELINE_SHOWN, 0)
+    if dropped:
+        lines = lines[-TIMELINE_SHOWN:]
+    blocks: list[Block] = [header(f"Timeline · {incident.reference} · {incident.title}")]
+    if dropped:
+        blocks.append(context(f"The {dropped} earliest entries are left out here; `/rca` has them all."))
+    blocks += [section(chunk) for chunk in _chunks(lines)]
+    blocks.append(context(f"Times in UTC · {len(result.events)} entries · status {incident.status}"))
+    return Message(text=f"Timeline of {incident.reference}: {len(result.events)} entries", blocks=blocks[:50])
+
+
+def contacts_message(result: IncidentResult) -> Message:
+    """Build the emergency contacts, by area."""
+    lines = [f"• *{escape(c.area)}*: {escape(c.role)} — {escape(c.contact)}" for c in result.contacts]
+    body = "\n".join(lines) or "No emergency contacts are configured (CHATOPS_INCIDENT_CONTACTS)."
+    return Message(text="Emergency contacts", blocks=[header("Emergency contacts"), section(body)])
+
+
+def _chunks(lines: list[str]) -> list[str]:
+    """Pack lines into section-sized texts."""
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        line = clip(line, SECTION_LIMIT - 10)
+        if current and len(current) + len(line) + 1 > SECTION_LIMIT - 10:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    if current:
+        chunks.append(current)
+    return chunks or ["(no entries)"]
+
+
+def terminal(result: IncidentResult, console: Console) -> None:
+    """Print what happened, or the timeline or contacts, for the terminal."""
+    incident = result.incident
+    if result.outcome == "contacts":
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in ("area", "role", "contact"):
+            table.add_column(column)
+        for contact in result.contacts:
+            table.add_row(
+                escape_markup(contact.area), escape_markup(contact.role), escape_markup(contact.contact)
+            )
+        console.print(table)
+        return
+    assert incident is not None
+    title = escape_markup(incident.title)
+    if result.outcome == "asked":
+        console.print(
+            f"[yellow]{incident.reference} ({title}) is already open in this channel;"
+            " nothing was declared. Add force=yes to declare a separate incident.[/]"
+        )
+        return
+    duration = format_minutes(incident_duration(incident, result.as_of))
+    console.print(
+        f"[bold]{incident.reference}[/] · {incident.severity} · {title} · {incident.status}"
+        f" · commander {escape_markup(plain_people(who(incident.commander)))} · {duration}"
+    )
+    if result.outcome == "timeline":
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in ("at (UTC)", "kind", "who", "what"):
+            table.add_column(column, overflow="fold")
+        for event in result.events:
+            table.add_row(
+                f"{event.at:%Y-%m-%d %H:%M:%S}",
+                event.kind,
+                escape_markup(plain_people(who(event.actor))) if event.actor else "",
+                escape_markup(plain_people(event.text)),
+            )
+        console.print(table)
+        return
+    if result.event is not None:
+        console.print(f"[green]{result.outcome}[/]: {escape_markup(plain_people(result.event.text))}")
+    for problem in result.slack_problems:
+        console.print(f"[yellow]Slack: {escape_markup(problem)}[/]")

@@ -1,0 +1,139 @@
+"""Render RCA drafts: the Slack preview with its File button, the caller's answer, the terminal."""
+
+from __future__ import annotations
+
+import re
+
+from rich.console import Console
+from rich.markup import escape as escape_markup
+
+from bot.render.common import SECTION_LIMIT, Block, Message, SlackReply, context, escape, header, section
+from commands.rca import RcaResult
+
+FILE_ACTION = "rca_file"
+# Sections of the preview; the draft's full text is what gets filed in any case.
+PREVIEW_SECTIONS = 40
+
+_HEADING = re.compile(r"^#{1,6}\s+(.*)$")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def to_mrkdwn(markdown: str) -> str:
+    """Turn the draft's Markdown into Slack mrkdwn closely enough to read it."""
+    lines = []
+    for line in _COMMENT.sub("", markdown).splitlines():
+        heading = _HEADING.match(line)
+        if heading:
+            lines.append(f"*{heading.group(1).strip()}*")
+            continue
+        line = line.replace("- [ ] ", "☐ ").replace("- [x] ", "☑ ")
+        if line.startswith("- "):
+            line = "• " + line[2:]
+        line = _BOLD.sub(r"*\1*", line)
+        line = _LINK.sub(r"<\2|\1>", line)
+        lines.append(line.rstrip())
+    return "\n".join(lines).strip()
+
+
+def _chunks(text: str, size: int = SECTION_LIMIT - 100) -> list[str]:
+    chunks: list[str] = []
+    current = ""
+    for paragraph in text.split("\n"):
+        while len(paragraph) > size:
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(paragraph[:size])
+            paragraph = paragraph[size:]
+        if current and len(current) + len(paragraph) + 1 > size:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{paragraph}" if current else paragraph
+    if current.strip():
+        chunks.append(current)
+    return chunks
+
+
+def status_line(result: RcaResult) -> str:
+    """Say where the draft stands: filed (with a link) or not yet."""
+    draft = result.draft
+    rendered = f"rendered {draft.rendered_at:%Y-%m-%d %H:%M} UTC · {draft.language}"
+    if draft.issue_number is not None and draft.issue_url:
+        filed = f"{draft.filed_at:%H:%M} UTC" if draft.filed_at else ""
+        return f"{rendered} · filed as <{draft.issue_url}|#{draft.issue_number}> {filed}".rstrip()
+    return f"{rendered} · not filed yet"
+
+
+def preview_message(result: RcaResult) -> Message:
+    """Build the preview posted in the incident's thread, with the button that files it."""
+    incident, draft = result.incident, result.draft
+    body = to_mrkdwn(draft.body)
+    chunks = _chunks(body)
+    blocks: list[Block] = [header(f"RCA draft · {incident.reference} · {incident.title}")]
+    blocks.append(context(status_line(result)))
+    blocks += [section(chunk) for chunk in chunks[:PREVIEW_SECTIONS]]
+    if len(chunks) > PREVIEW_SECTIONS:
+        blocks.append(context("The preview is cut here; the whole draft is what gets filed."))
+    label = (
+        f"Update GitHub issue #{draft.issue_number}"
+        if draft.issue_number is not None
+        else "File as GitHub issue"
+    )
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": "rca_actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": FILE_ACTION,
+                    "text": {"type": "plain_text", "text": label},
+                    "style": "primary",
+                    "value": str(incident.id),
+                }
+            ],
+        }
+    )
+    return Message(text=f"RCA draft for {incident.reference}: {incident.title}", blocks=blocks)
+
+
+def answer_text(result: RcaResult) -> str:
+    """Write the answer to whoever asked: where the draft is, what filing did, or why not."""
+    incident, draft = result.incident, result.draft
+    if result.outcome == "not_filed":
+        return f":warning: {escape(result.filing_error or 'not filed')}"
+    if result.outcome in ("filed", "updated"):
+        verb = "Filed as" if result.outcome == "filed" else "Updated"
+        link = f"<{draft.issue_url}|GitHub issue #{draft.issue_number}>"
+        return f":white_check_mark: {verb} {link} ({incident.reference})."
+    where = "in its thread" if incident.header_ts else "in the channel"
+    lines = [f":page_facing_up: RCA draft for {incident.reference} posted {where}; the button files it."]
+    lines += [f":warning: {escape(problem)}" for problem in result.slack_problems]
+    return "\n".join(lines)
+
+
+def slack(result: RcaResult) -> SlackReply:
+    """Answer the caller only: the preview itself is posted in the incident's thread."""
+    text = answer_text(result)
+    return SlackReply(main=Message(text=text, blocks=[section(text)]), ephemeral=True)
+
+
+def terminal(result: RcaResult, console: Console) -> None:
+    """Print the draft's Markdown (for a preview) or what filing did."""
+    if result.outcome == "drafted":
+        # Plain text, so it can be copied as Markdown.
+        console.print(result.draft.body, markup=False, highlight=False)
+        if not result.preview_only:
+            for problem in result.slack_problems:
+                console.print(f"[yellow]Slack: {escape_markup(problem)}[/]")
+        return
+    if result.outcome == "not_filed":
+        console.print(f"[red]{escape_markup(result.filing_error or 'not filed')}[/]")
+        return
+    verb = "filed as" if result.outcome == "filed" else "updated"
+    draft = result.draft
+    console.print(
+        f"[green]{result.incident.reference}: RCA {verb} issue #{draft.issue_number}[/] {draft.issue_url}"
+    )
