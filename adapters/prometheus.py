@@ -74,6 +74,50 @@ class PrometheusAdapter:
         call = functools.partial(self._query, promql, at, timeout or self.timeout)
         return await loop.run_in_executor(_query_threads(), call)
 
+    def _query_range(self, promql: str, start: float, end: float, step: float, timeout: float) -> RangeResult:
+        params = {
+            "query": promql,
+            "start": f"{start:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{step:g}",
+            "timeout": f"{timeout:g}s",
+        }
+        try:
+            response = self.client._session.get(
+                f"{self.url}/api/v1/query_range", params=params, timeout=timeout
+            )
+        except requests.Timeout:
+            raise DependencyError("timeout", f"no answer from {self.url} in time") from None
+        except requests.ConnectionError:
+            raise DependencyError("refused", f"cannot connect to {self.url}") from None
+        try:
+            body: Any = response.json()
+        except ValueError:
+            raise DependencyError(
+                "unexpected answer",
+                f"/api/v1/query_range answered {response.status_code}: {response.text[:80]}",
+            ) from None
+        if isinstance(body, dict) and body.get("status") == "error":
+            raise PrometheusQueryError(str(body.get("errorType") or "unknown"), str(body.get("error") or ""))
+        if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+            raise DependencyError(
+                "unexpected answer", f"/api/v1/query_range answered {response.status_code}: {str(body)[:80]}"
+            )
+        warnings = [str(item) for item in body.get("warnings") or []]
+        return parse_range_data(body.get("data"), warnings)
+
+    async def query_range(
+        self, promql: str, start: float, end: float, step: float, timeout: float | None = None
+    ) -> RangeResult:
+        """Run a range query (Unix times, step in seconds) and return every series' points.
+
+        An error answer (an invalid expression is `bad_data`) raises PrometheusQueryError with
+        Prometheus's errorType and message.
+        """
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self._query_range, promql, start, end, step, timeout or self.timeout)
+        return await loop.run_in_executor(_query_threads(), call)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -124,6 +168,40 @@ def parse_query_data(data: Any, warnings: list[str] | None = None) -> QueryResul
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise DependencyError("unexpected answer", f"malformed {kind} result: {error}") from None
     return QueryResult(kind, samples, warnings or [])
+
+
+@dataclass(frozen=True)
+class RangeSeries:
+    """One series of a range answer: its labels and its (Unix time, value) points, NaN kept."""
+
+    labels: dict[str, str]
+    points: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    """A parsed range-query answer (always a matrix: Prometheus refuses other types for ranges)."""
+
+    series: list[RangeSeries]
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_range_data(data: Any, warnings: list[str] | None = None) -> RangeResult:
+    """Parse the `data` of a range answer; values like "NaN" and "+Inf" become floats."""
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        raise DependencyError("unexpected answer", f"range data is not a matrix: {str(data)[:80]}")
+    result: Any = data.get("result") or []
+    try:
+        series = [
+            RangeSeries(
+                dict(item.get("metric", {})),
+                [(float(stamp), float(value)) for stamp, value in item.get("values") or []],
+            )
+            for item in result
+        ]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise DependencyError("unexpected answer", f"malformed matrix result: {error}") from None
+    return RangeResult(series, warnings or [])
 
 
 _THREADS: concurrent.futures.ThreadPoolExecutor | None = None
