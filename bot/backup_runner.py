@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from bot.authz import Role
 from bot.progress import StepRecorder
 from bot.render.common import terminal_console
 from bot.render.steps import StepBars
@@ -104,3 +105,16 @@ async def run_restore(services: Services, tokens: list[str], invocation: Invocat
 async def execute_restore(services: Services, plan: Plan, progress: Progress) -> Execution:
     """Carry out an approved restore."""
     return await restore.execute_restore(restore_deps(services), plan, progress)
+
+
+def backup_role(tokens: list[str]) -> Role:
+    """Return the role `/backup` needs: pruning deletes backups, so it is for operators."""
+    return "operator" if tokens[:1] == ["prune"] else "responder"
+
+
+def restore_role(tokens: list[str]) -> Role:
+    """Return the role `/restore` needs: anyone may list, a test restore is work for responders."""
+    first = tokens[0] if tokens else ""
+    if first == "list":
+        return "viewer"
+    return "responder" if first == "verify" else "operator"

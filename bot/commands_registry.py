@@ -8,10 +8,11 @@ from typing import Any
 
 from rich.console import Console
 
-from bot import audit_runner, incidents, rollback_runner
+from bot import audit_runner, backup_runner, incidents, rollback_runner
 from bot import rca as rca_runner
 from bot.authz import Role
 from bot.render import audit as audit_render
+from bot.render import backup as backup_render
 from bot.render import health as health_render
 from bot.render import incident as incident_render
 from bot.render import rca as rca_render
@@ -19,7 +20,7 @@ from bot.render import rollback as rollback_render
 from bot.render import triage as triage_render
 from bot.render.common import SlackReply
 from bot.services import Services
-from commands import audit, health, incident, rca, restart, rollback, triage
+from commands import audit, backup, health, incident, rca, restart, restore, rollback, triage
 from commands.base import CommandResult, tokenize
 from commands.destructive import Execution, Plan, Progress
 from commands.triage_checklist import DEFAULT_CHECKLIST, load_checklist
@@ -155,6 +156,32 @@ COMMANDS: dict[str, CommandSpec] = {
             terminal=rollback_render.terminal,
             role="operator",
             execute=rollback_runner.execute_restart,
+        ),
+        CommandSpec(
+            name="backup",
+            summary="back up the platform database and buckets; prune old backups (through the gate)",
+            usage=backup.USAGE,
+            run=backup_runner.run_backup,
+            slack=backup_render.slack_backup,
+            terminal=backup_render.terminal_backup,
+            role="responder",
+            role_for=backup_runner.backup_role,
+            execute=backup_runner.execute_backup,
+            # pg_dump and the copy have their own limit (CHATOPS_BACKUP_TIMEOUT_SECONDS).
+            timeout_seconds=4 * 3600.0,
+        ),
+        CommandSpec(
+            name="restore",
+            summary="list and verify backups; restore one (emergency backup first, RESTORE, two people)",
+            usage=restore.USAGE,
+            run=backup_runner.run_restore,
+            slack=backup_render.slack_restore,
+            terminal=backup_render.terminal_restore,
+            # `list` and `verify` change nothing; the gate asks again for operators before a restore.
+            role="viewer",
+            role_for=backup_runner.restore_role,
+            execute=backup_runner.execute_restore,
+            timeout_seconds=4 * 3600.0,
         ),
         CommandSpec(
             name="incident",
