@@ -15,9 +15,10 @@ from bot.gate import Approval, Refused
 from bot.mfa_commands import run_mfa_command
 from bot.render.common import terminal_console
 from bot.render.gate import terminal_execution, terminal_plan
+from bot.render.steps import StepBars
 from bot.runtime import Runtime
 from commands.base import UsageError
-from commands.destructive import Proposal, Step
+from commands.destructive import Proposal
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
@@ -88,16 +89,10 @@ async def _confirm_and_run(
 
 async def _execute(runtime: Runtime, approval: Approval, as_json: bool) -> int:
     err = terminal_console(stderr=True)
-    printed: dict[str, str] = {}
-
-    async def publish(steps: list[Step]) -> None:
-        for step in steps:
-            if printed.get(step.name) != step.status:
-                printed[step.name] = step.status
-                err.print(f"  [{step.status}] {step.name} {step.detail}".rstrip())
-
     try:
-        result = await runtime.gate.execute(approval, publish)
+        # A live line per step with a bar for long ones; plain lines when stderr is not a terminal.
+        with StepBars(err) as bars:
+            result = await runtime.gate.execute(approval, bars.publish)
     except Refused as refusal:
         print(f"chatops: not run: {refusal.message}", file=sys.stderr)
         if refusal.new_plan is not None:
