@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=3000, ge=1, le=65535)
+    # On SIGTERM, how long to wait for acknowledged commands to finish before exiting.
+    shutdown_drain_seconds: float = Field(default=30.0, ge=0, le=600)
     log_level: str = "INFO"
     sandbox_dir: Path = DEFAULT_SANDBOX_DIR
 

@@ -18,7 +18,7 @@ from bot.locks import Lease, LockHeld, OperationLock
 from bot.mfa import MfaService, MfaUnavailable, Verification
 from bot.progress import Publisher, StepRecorder
 from bot.services import Services
-from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
+from commands.destructive import Execution, Plan, Progress, Proposal, Step, StepStatus
 
 log = structlog.get_logger("chatops.gate")
 
@@ -316,7 +316,7 @@ class Gate:
                         new_plan=fresh if isinstance(fresh, Proposal) else None,
                     )
                 await self._set_status(approval.id, "approved", "executing", f"lock token {lease.token}")
-                recorder = StepRecorder(publish)
+                recorder = StepRecorder(self._saving(approval.id, publish))
                 fenced = FencedProgress(recorder, self.lock, lease)
                 try:
                     result = await spec.execute(self.services, approval.plan, fenced)
@@ -335,6 +335,7 @@ class Gate:
                     )
                     raise
         except LockHeld as held:
+            self.services.metrics.lock_waits.inc()
             await self._set_status(approval.id, "approved", "refused", "lock held")
             await self._refuse(
                 trail,
@@ -359,7 +360,72 @@ class Gate:
         )
         return result
 
+    async def recover_interrupted(self) -> list[Approval]:
+        """Mark operations left executing by a stopped process as interrupted; return them.
+
+        An operation is interrupted when it is `executing` (or `approved`) but no live lease in
+        this environment belongs to it: its process stopped without finishing.
+        """
+        async with self.services.state_db.connection() as conn:
+            rows = await conn.fetch(
+                """UPDATE approvals a SET status = 'interrupted', updated_at = now(),
+                       status_reason = 'the bot stopped while this was ' || a.status
+                   WHERE a.environment = $1 AND a.status IN ('executing', 'approved')
+                     AND a.updated_at < now() - make_interval(secs => $2)
+                     AND NOT EXISTS (SELECT 1 FROM op_locks l WHERE l.approval_id = a.id
+                                     AND l.lease_until > now())
+                   RETURNING a.id""",
+                self.settings.environment,
+                # An approval that was approved a moment ago is about to take the lock: leave it.
+                min(self.settings.lock_lease_seconds, 30.0),
+            )
+        found = []
+        for row in rows:
+            approval = await self.load(row["id"])
+            if approval is None:
+                continue
+            found.append(approval)
+            await append(
+                self.services.state_db,
+                TrailEntry(
+                    **{
+                        **self._entry_for(approval, approval.requester).__dict__,
+                        "decision": "interrupted",
+                        "outcome": "interrupted",
+                        "details": {
+                            "approval": str(approval.id),
+                            "steps": await self.progress_of(approval.id),
+                        },
+                    }
+                ),
+            )
+        return found
+
+    async def progress_of(self, approval_id: uuid.UUID) -> list[dict[str, object]]:
+        """Return the steps saved for an approval's execution."""
+        async with self.services.state_db.connection() as conn:
+            raw = await conn.fetchval("SELECT progress FROM approvals WHERE id = $1", approval_id)
+        steps: list[dict[str, object]] = json.loads(raw) if raw else []
+        return steps
+
     # --- Helpers ----------------------------------------------------------------------------------
+
+    def _saving(self, approval_id: uuid.UUID, publish: Publisher) -> Publisher:
+        """Save each step list in the approval (for recovery after a restart), then publish it."""
+
+        async def save_and_publish(steps: list[Step]) -> None:
+            try:
+                async with self.services.state_db.connection() as conn:
+                    await conn.execute(
+                        "UPDATE approvals SET progress = $2::jsonb, updated_at = now() WHERE id = $1",
+                        approval_id,
+                        json.dumps([step.model_dump(mode="json") for step in steps]),
+                    )
+            except Exception as error:  # saving progress is bookkeeping; the operation goes on
+                log.warning("progress_not_saved", error=type(error).__name__)
+            await publish(steps)
+
+        return save_and_publish
 
     async def _set_status(
         self,

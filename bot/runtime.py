@@ -9,6 +9,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.authz import Authorizer
 from bot.config import Settings
 from bot.gate import Gate
+from bot.inflight import InFlight
 from bot.locks import OperationLock
 from bot.mfa import MfaService
 from bot.posting import install_rate_limit_retry
@@ -24,6 +25,7 @@ class Runtime:
     mfa: MfaService
     gate: Gate
     slack_client: AsyncWebClient | None
+    in_flight: InFlight
 
     @classmethod
     def build(cls, settings: Settings, services: Services | None = None) -> Runtime:
@@ -37,4 +39,11 @@ class Runtime:
         mfa = MfaService(services.state_db, secret)
         lock = OperationLock(services.state_db, settings.environment, settings.lock_lease_seconds)
         gate = Gate(services, authorizer, mfa, lock)
-        return cls(services=services, authorizer=authorizer, mfa=mfa, gate=gate, slack_client=slack_client)
+        return cls(
+            services=services,
+            authorizer=authorizer,
+            mfa=mfa,
+            gate=gate,
+            slack_client=slack_client,
+            in_flight=InFlight(services.metrics),
+        )

@@ -64,7 +64,37 @@ async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
         # The bot still starts: /health will say the state database is down.
         log.error("state_db_not_migrated", error=f"{type(error).__name__}: {error}")
     slack_app = build_slack_app(runtime, runtime.slack_client or build_slack_client(settings))
+    await report_interrupted(runtime)
     return runtime, slack_app, build_web_app(services, slack_app)
+
+
+async def report_interrupted(runtime: Runtime) -> None:
+    """Say, in each plan's own thread, which operations a previous process left unfinished."""
+    try:
+        interrupted = await runtime.gate.recover_interrupted()
+    except Exception as error:  # the state database may be down at start: /health will say so
+        log.error("interrupted_check_failed", error=type(error).__name__)
+        return
+    for approval in interrupted:
+        steps = await runtime.gate.progress_of(approval.id)
+        done = [f"{step['name']}: {step['status']}" for step in steps]
+        log.warning("operation_interrupted", approval=str(approval.id), command=approval.command, steps=done)
+        if runtime.slack_client is None or not approval.channel_id:
+            continue
+        command = f"/{approval.command} {' '.join(approval.arguments)}"
+        text = (
+            f":warning: The bot stopped while `{command}` was running."
+            f" Last known steps: {'; '.join(done) or 'none started'}. Check the state before retrying."
+        )
+        try:
+            await runtime.slack_client.chat_postMessage(
+                channel=approval.channel_id,
+                thread_ts=approval.message_ts,
+                text=text,
+                reply_broadcast=approval.message_ts is not None,
+            )
+        except Exception as error:
+            log.error("interrupted_notice_failed", error=type(error).__name__)
 
 
 async def serve(settings: Settings) -> int:
@@ -91,9 +121,13 @@ async def serve(settings: Settings) -> int:
             await socket_handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("socket_mode_connected")
         log.info("serving", host=settings.http_host, port=settings.http_port)
+        # uvicorn returns on SIGTERM/SIGINT once the HTTP requests in progress are answered.
         await server.serve()
     finally:
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
+        # Commands already acknowledged still owe their answer: let them finish.
+        left = await runtime.in_flight.drain(timeout=settings.shutdown_drain_seconds)
+        log.info("drained", still_running=left)
         await runtime.services.aclose()
     return 0

@@ -74,6 +74,10 @@ def _command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Await
         ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
         await ack()  # first, before any I/O: Slack gives us three seconds
+        async with runtime.in_flight.track():
+            await run_and_answer(command, client, respond)
+
+    async def run_and_answer(command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
         channel = command.get("channel_id", "")
         user = command.get("user_id", "")
         invocation = Invocation(request_id=new_request_id(), source="slack", user_id=user, channel_id=channel)
@@ -283,7 +287,8 @@ def _mfa_view_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:
         if confirmation.kind == "awaiting_second":
             await _update_plan_message(client, approval, awaiting_second_message(approval))
             return
-        await run_approved(runtime, client, approval)
+        async with runtime.in_flight.track():
+            await run_approved(runtime, client, approval)
 
     return on_submit
 
@@ -323,7 +328,9 @@ async def run_approved(runtime: Runtime, client: AsyncWebClient, approval: Appro
     outcome = outcome_message(title, result, footer)
     await _update_plan_message(client, approval, outcome)
     state_db = runtime.services.state_db
-    await incidents.record(state_db, approval.channel_id, f"/{approval.command}", outcome.text, approval.requester)
+    await incidents.record(
+        state_db, approval.channel_id, f"/{approval.command}", outcome.text, approval.requester
+    )
 
 
 async def _update_plan_message(client: AsyncWebClient, approval: Approval, message: Message) -> None:
