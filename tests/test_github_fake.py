@@ -60,7 +60,7 @@ def test_a_created_issue_can_be_read_updated_and_listed(github: FakeGitHub) -> N
             "/repos/acme/3dpot/issues/1",
             {"state": "gone"},
             None,
-            "is not valid under any of the given",
+            "'gone' is not one of ['open', 'closed']",
         ),
         ("GET", "/repos/acme/3dpot/issues/one", None, None, "expected an integer"),
         (
