@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from commands.base import UsageError, parse_duration
 from commands.incident import RUNBOOK_CONTACTS, Contact
 
 # The sandbox keeps its sockets, data and logs here; the defaults below point at it.
@@ -140,6 +142,12 @@ class Settings(BaseSettings):
     restore_health_timeout_seconds: float = Field(default=60.0, gt=0, le=1800)
     restore_stop_timeout_seconds: int = Field(default=30, ge=1, le=600)
 
+    # /graph and the graph /triage attaches: the window when since= is not given (like 1h), the
+    # resolution (one point per step, widened for long windows), and each range query's time limit.
+    graph_window: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0), le=timedelta(days=30))
+    graph_step_seconds: float = Field(default=15.0, ge=1, le=3600)
+    graph_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Behaviour.
     dependency_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     http_host: str = "127.0.0.1"
@@ -237,6 +245,17 @@ class Settings(BaseSettings):
             load_checklist(value)
         except ChecklistError as error:
             raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("graph_window", mode="before")
+    @classmethod
+    def _graph_window(cls, value: Any) -> Any:
+        # Written like the commands' since=: 30m, 1h, 24h.
+        if isinstance(value, str) and re.fullmatch(r"\s*\d+[smhd]\s*", value):
+            try:
+                return parse_duration(value, maximum=timedelta(days=30))
+            except UsageError as error:
+                raise ValueError(error.message) from None
         return value
 
     @field_validator("log_level")
