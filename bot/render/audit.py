@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -114,15 +115,22 @@ def _row_cells(row: AuditRow) -> list[str]:
 
 
 def _group_table(breakdown: Breakdown) -> tuple[list[str], list[list[str]], list[int]]:
+    # Grouped by user, every line is one user: a users column would only say 1.
+    per_user = bool({"user", "username"} & set(breakdown.columns))
     columns = [*breakdown.columns, "events", "users", "IPs", "first (UTC)", "last (UTC)"]
     caps = [KEY_CAP] * len(breakdown.columns) + [9, 6, 6, 14, 14]
+    if per_user:
+        del columns[len(breakdown.columns) + 1], caps[len(breakdown.columns) + 1]
     with_ips = any(group.ips for group in breakdown.groups)
     if with_ips:
         columns.append("addresses")
         caps.append(90)
     rows = []
     for group in breakdown.groups:
-        cells = [*(key or "-" for key in group.key), *_counts(group)]
+        counts = _counts(group)
+        if per_user:
+            del counts[1]
+        cells = [*(key or "-" for key in group.key), *counts]
         if with_ips:
             cells.append(", ".join(group.ips))
         rows.append(cells)
@@ -165,13 +173,14 @@ def summary_text(report: AuditReport) -> str:
     )
 
 
-def _omitted_text(report: AuditReport, command: str) -> str:
+def _omitted_text(report: AuditReport, command: str, suffix: str = "") -> str:
     shown = len(report.breakdowns[0].groups) if report.omitted_what == "users" else len(report.rows)
     text = (
         f"{report.omitted:,} more {report.omitted_what} not shown (showing {shown:,}, limit={report.limit})."
     )
     if report.export_arguments:
-        text += f" Every row: `{command} {clip(report.export_arguments, 300)}`"
+        # Inside inline code a backtick would end it early; the lookalike keeps the line intact.
+        text += f" Every row: `{command} {_cell(clip(report.export_arguments, 300))}{suffix}`"
     return text
 
 
@@ -180,7 +189,7 @@ def report_blocks(report: AuditReport) -> tuple[list[Block], list[list[Block]]]:
     blocks: list[Block] = [header(_title(report))]
     intro = _totals_text(report)
     if report.note:
-        intro += f"\n_{escape(report.note)}_"
+        intro += f"\n{escape(_cell(report.note))}"
     blocks.append(section(intro))
     tables: list[Block] = []
     for breakdown in report.breakdowns:
@@ -319,14 +328,21 @@ def slack(result: CommandResult) -> SlackReply:
 # ---------------------------------------------------------------- terminal
 
 
-def _rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+def _print_table(console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     table = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
     for row in rows:
         # Text cells: data is never read as rich markup.
         table.add_row(*(Text(_cell(cell)) for cell in row))
-    return table
+    # One row per line, as wide as it needs (like psql): folded cells are hard to read and to copy.
+    natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def _terminal_report(report: AuditReport, console: Console) -> None:
@@ -347,18 +363,15 @@ def _terminal_report(report: AuditReport, console: Console) -> None:
         if breakdown.groups:
             columns, rows, _ = _group_table(breakdown)
             console.print()
-            console.print(_rich_table(breakdown.title, columns, rows))
+            _print_table(console, breakdown.title, columns, rows)
     if report.rows:
         console.print()
         order = "in order" if report.form == "request" else "newest first"
         title = f"{_plural(len(report.rows), 'event')} of {totals.events:,}, {order}"
-        console.print(_rich_table(title, ROW_COLUMNS, [_row_cells(row) for row in report.rows]))
+        _print_table(console, title, ROW_COLUMNS, [_row_cells(row) for row in report.rows])
     if report.omitted > 0:
         console.print()
-        text = _omitted_text(report, "chatops audit")
-        if report.export_arguments:
-            text += " --output audit.csv"
-        console.print(Text(text, style="yellow"))
+        console.print(Text(_omitted_text(report, "chatops audit", " --output audit.csv"), style="yellow"))
     console.print(
         f"[dim]read-only snapshot of {report.database} at {report.queried_at:%H:%M:%S} UTC"
         f" in {report.duration_ms:.0f} ms[/]",
