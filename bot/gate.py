@@ -226,7 +226,10 @@ class Gate:
         """Take the typed word and the TOTP code; move the approval on exactly once."""
         approval = await self.may_confirm(approval_id, user)
         trail = self._entry_for(approval, user)
-        if approval.typed_word and (typed_word or "").strip() != approval.typed_word:
+        # The requester types the word; a second approver approves with their own code (the Slack
+        # modal asks the second person for no word).
+        first = approval.status == "pending"
+        if first and approval.typed_word and (typed_word or "").strip() != approval.typed_word:
             await self._refuse(trail, "typed_word", f"type {approval.typed_word} exactly to confirm")
         now = self.clock()
         verification = await self.mfa.verify(user, code, now)
