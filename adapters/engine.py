@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import requests
 from docker.errors import DockerException
 
 from adapters.base import DependencyError, classify
@@ -99,6 +100,8 @@ class EngineAdapter:
             return [self._container_stats(c, first.get(c.id), second.get(c.id)) for c in containers]
         except DockerException as error:
             raise DependencyError(*_engine_reason(error)) from None
+        except requests.RequestException as error:  # the SDK lets transport errors through
+            raise classify(error) from None
 
     def _container_stats(self, container: Any, before: Any, after: Any) -> ContainerStats:
         attrs = container.attrs

@@ -44,9 +44,10 @@ class PrometheusAdapter:
             params["time"] = f"{at:.3f}"
         try:
             response = self.client._session.get(f"{self.url}/api/v1/query", params=params, timeout=timeout)
-        except requests.Timeout:
-            raise DependencyError("timeout", f"no answer from {self.url} in time") from None
-        except requests.ConnectionError:
+        except requests.RequestException as error:
+            # Without retries urllib3 wraps a read timeout in a ConnectionError: tell them apart by text.
+            if isinstance(error, requests.Timeout) or "timed out" in str(error).lower():
+                raise DependencyError("timeout", f"no answer from {self.url} in time") from None
             # The URL with its query string would drown the reason; the server's address is enough.
             raise DependencyError("refused", f"cannot connect to {self.url}") from None
         try:

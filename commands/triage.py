@@ -430,7 +430,7 @@ def format_value(value: float | None, unit: Unit) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if unit == "percent":
-        percent = value * 100
+        percent = round(value * 100, 6)  # 0.1 from a ratio of sums is often 9.999999999
         if percent == int(percent) or abs(percent) >= 10:
             return f"{percent:.0f} %"
         return f"{percent:.1f} %" if abs(percent) >= 0.1 else f"{percent:.2g} %"

@@ -167,11 +167,12 @@ def test_cli_bad_subcommand_and_trace_exit_2_with_usage() -> None:
 def test_shipped_checklist_covers_the_runbook() -> None:
     checklist = load_checklist()
     by_id = {check.id: check for check in checklist.checks}
-    # The queries, verbatim.
+    # The queries (the 5xx ratio reads 0, not nothing, before the first 5xx).
     ratio = by_id["http_5xx_ratio"]
     assert isinstance(ratio, PromqlCheck)
     assert render_query(ratio.query, timedelta(minutes=5)) == (
-        'sum(rate(http_requests_total{status=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
+        '(sum(rate(http_requests_total{status=~"5.."}[5m])) or vector(0))'
+        " / sum(rate(http_requests_total[5m]))"
     )
     assert ratio.threshold("critical") == 0.05
     p95 = by_id["http_p95_latency"]
