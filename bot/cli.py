@@ -6,18 +6,20 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
 from bot.commands_registry import COMMANDS, Invocation
 from bot.config import ConfigError, Settings, load_settings
 from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
+from bot.graphs import picture_of
 from bot.observability import configure_logging
 from bot.render.common import terminal_console
 from bot.runtime import Runtime
 from bot.services import Services
 from bot.state import migrate
-from commands.base import UsageError
+from commands.base import CommandResult, UsageError
 from commands.destructive import Proposal
 
 EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
@@ -28,7 +30,7 @@ log = structlog.get_logger("chatops.cli")
 def usage_text() -> str:
     """Describe the CLI."""
     lines = [
-        "usage: chatops <command> [arguments] [--json]",
+        "usage: chatops <command> [arguments] [--json] [--png FILE]",
         "",
         "Slash commands (same arguments as in Slack):",
     ]
@@ -56,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
     args = [arg for arg in args if arg != "--json"]
+    args, png_file = _take_png(args)
+    if png_file == "":
+        print("chatops: --png needs a file name", file=sys.stderr)
+        return EXIT_USAGE
     if not args or args[0] in {"-h", "--help", "help"}:
         print(usage_text())
         return EXIT_OK if args else EXIT_USAGE
@@ -84,11 +90,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.cli_gate import run_gate_command
 
         return asyncio.run(run_gate_command(settings, name, rest, as_json))
-    return asyncio.run(run_command(settings, name, rest, as_json))
+    return asyncio.run(run_command(settings, name, rest, as_json, png_file))
 
 
-async def run_command(settings: Settings, name: str, tokens: list[str], as_json: bool) -> int:
-    """Run one slash command from the terminal and print its result."""
+def _take_png(args: list[str]) -> tuple[list[str], str | None]:
+    """Take `--png FILE` (or `--png=FILE`) out of the arguments; "" when FILE is missing."""
+    for index, arg in enumerate(args):
+        if arg == "--png":
+            file = args[index + 1] if index + 1 < len(args) else ""
+            return args[:index] + args[index + 2 :], file
+        if arg.startswith("--png="):
+            return args[:index] + args[index + 1 :], arg.removeprefix("--png=")
+    return args, None
+
+
+async def run_command(
+    settings: Settings, name: str, tokens: list[str], as_json: bool, png_file: str | None = None
+) -> int:
+    """Run one slash command from the terminal and print its result (and write its picture)."""
     try:
         spec = lookup(name)
     except UsageError as error:
@@ -116,9 +135,27 @@ async def run_command(settings: Settings, name: str, tokens: list[str], as_json:
             print(result.model_dump_json(indent=2))
         else:
             spec.terminal(result, terminal_console())
+        if png_file is not None:
+            return await _write_picture(spec.name, result, png_file) or result.exit_code()
         return result.exit_code()
     finally:
         await services.aclose()
+
+
+async def _write_picture(name: str, result: CommandResult, path: str) -> int | None:
+    """Write a result's picture to `path`; return an exit code only when that fails."""
+    png = await picture_of(result)
+    if png is None:
+        print(f"chatops {name}: --png: this command draws no picture", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        await asyncio.to_thread(Path(path).write_bytes, png)
+    except OSError as error:
+        print(f"chatops {name}: --png: cannot write {path}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    # stderr: with --json, stdout holds the JSON only.
+    print(f"wrote {path} ({len(png):,} bytes)", file=sys.stderr)
+    return None
 
 
 async def _migrate_quietly(services: Services) -> None:

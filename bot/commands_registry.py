@@ -8,11 +8,12 @@ from typing import Any
 
 from rich.console import Console
 
-from bot import audit_runner, backup_runner, incidents, rollback_runner
+from bot import audit_runner, backup_runner, graph_runner, incidents, rollback_runner
 from bot import rca as rca_runner
 from bot.authz import Role
 from bot.render import audit as audit_render
 from bot.render import backup as backup_render
+from bot.render import graph as graph_render
 from bot.render import health as health_render
 from bot.render import incident as incident_render
 from bot.render import rca as rca_render
@@ -20,7 +21,7 @@ from bot.render import rollback as rollback_render
 from bot.render import triage as triage_render
 from bot.render.common import SlackReply
 from bot.services import Services
-from commands import audit, backup, health, incident, rca, restart, restore, rollback, triage
+from commands import audit, backup, graph, health, incident, rca, restart, restore, rollback, triage
 from commands.base import CommandResult, tokenize
 from commands.destructive import Execution, Plan, Progress
 from commands.triage_checklist import DEFAULT_CHECKLIST, load_checklist
@@ -95,6 +96,11 @@ async def _run_triage(services: Services, tokens: list[str], invocation: Invocat
         checklist_path=str(settings.triage_checklist or DEFAULT_CHECKLIST.name),
         default_timeout=settings.triage_check_timeout_seconds,
     )
+
+
+async def _run_graph(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
+    # The terminal shows sparklines; its picture is drawn only for --png (bot.graphs.picture_of).
+    return await graph_runner.run_graph(services, tokens, picture=invocation.source != "cli")
 
 
 async def _run_rollback(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
@@ -202,6 +208,16 @@ COMMANDS: dict[str, CommandSpec] = {
             slack=rca_render.slack,
             terminal=rca_render.terminal,
             role="responder",
+        ),
+        CommandSpec(
+            name="graph",
+            summary="5xx, p95, any triage check or PromQL over time: a PNG, thresholds and actions marked",
+            usage=graph.USAGE,
+            run=_run_graph,
+            slack=graph_render.slack,
+            terminal=graph_render.terminal,
+            # PromQL quotes its label values: the text is kept whole, not split like a shell line.
+            tokenize=graph.slack_tokens,
         ),
     )
 }
