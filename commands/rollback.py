@@ -36,6 +36,8 @@ HEALTH_POLL_SECONDS = 0.25
 PROGRESS_EVERY_SECONDS = 5.0
 # Without a healthcheck or an API to ask, a container counts as up once it stayed running this long.
 SETTLE_SECONDS = 2.0
+# What a container that stopped by itself shows (Podman says "stopped" where Docker says "exited").
+STOPPED = frozenset({"exited", "dead", "stopped", "removing"})
 
 _R = TypeVar("_R")
 
@@ -442,6 +444,7 @@ async def wait_healthy(
     last_report = started
     detail = "no answer yet"
     running_since: float | None = None
+    restarts: int | None = None
     while True:
         elapsed = time.monotonic() - started
         try:
@@ -450,10 +453,14 @@ async def wait_healthy(
             detail = f"engine: {error.reason}: {error.detail}"
             info = None
         if info is not None:
-            if info.status in ("exited", "dead", "removing"):
+            restarts = info.restart_count if restarts is None else restarts
+            if info.status in STOPPED:
                 code = f" with code {info.exit_code}" if info.exit_code is not None else ""
                 why = f": {info.error}" if info.error else ""
                 return Health(False, f"the container {info.status}{code}{why}", elapsed)
+            if info.restart_count > restarts:
+                # Its restart policy brought it back after a crash: a crash loop, not a slow start.
+                return Health(False, f"the container crashed and restarted ({info.restart_count})", elapsed)
             if info.health == "healthy":
                 return Health(True, "container healthcheck: healthy", elapsed)
             if info.health == "unhealthy":
@@ -487,68 +494,80 @@ async def _quietly(progress: Progress, name: str, status: StepStatus, detail: st
         return
 
 
+@dataclass
+class Swap:
+    """How far a redeploy got: what must be undone to put the old container back."""
+
+    old_id: str
+    old_name: str
+    old_healthy: bool
+    new_id: str | None = None
+    renamed: bool = False
+    stopped: bool = False
+
+
 async def _put_back(
-    engine: EngineAdapter,
-    api: Checker | None,
-    config: RollbackConfig,
-    progress: Progress,
-    old_id: str,
-    old_name: str,
-    new_id: str | None,
-    renamed: bool,
-    stopped: bool,
+    engine: EngineAdapter, api: Checker | None, config: RollbackConfig, progress: Progress, swap: Swap
 ) -> tuple[bool, list[str]]:
     """Put the old container back in service; return whether it serves and what each part is."""
     state: list[str] = []
     ok = True
     timeout = config.engine_timeout
-    if new_id is not None:
+    old = f"{swap.old_name} ({swap.old_id[:12]})"
+    if swap.new_id is not None:
         # Removed before the old one starts: Podman holds a failed container's port until then.
         step = "remove the new container"
         await _quietly(progress, step, "running")
         try:
-            await engine.remove(new_id, timeout)
+            await engine.remove(swap.new_id, timeout)
             await _quietly(progress, step, "done")
-            state.append(f"new container {new_id[:12]} removed")
+            state.append(f"new container {swap.new_id[:12]} removed")
         except DependencyError as error:
             ok = False
             await _quietly(progress, step, "failed", error.detail)
-            state.append(f"new container {new_id[:12]} could not be removed: {error.detail}")
-    if renamed:
-        step = f"give the old container its name back ({old_name})"
+            state.append(f"new container {swap.new_id[:12]} could not be removed: {error.detail}")
+    if swap.renamed:
+        step = f"give the old container its name back ({swap.old_name})"
         await _quietly(progress, step, "running")
         try:
-            await engine.rename(old_id, old_name, timeout)
+            await engine.rename(swap.old_id, swap.old_name, timeout)
             await _quietly(progress, step, "done")
         except DependencyError as error:
             ok = False
             await _quietly(progress, step, "failed", error.detail)
-            state.append(f"old container {old_id[:12]} still named {old_name}-previous-…: {error.detail}")
-    if stopped:
-        step = "start the old container again"
-        await _quietly(progress, step, "running")
-        try:
-            await engine.start(old_id, timeout)
-            await _quietly(progress, step, "done")
-        except DependencyError as error:
-            await _quietly(progress, step, "failed", error.detail)
-            state.append(f"old container {old_id[:12]} could not be started: {error.detail}")
-            return False, state
-        step = "wait until the old container is healthy"
-        await _quietly(progress, step, "running")
-        health = await wait_healthy(
-            engine, api, old_id, config.health_timeout, config.read_timeout, _Quiet(progress), step
-        )
-        await _quietly(progress, step, "done" if health.healthy else "failed", health.detail)
-        state.append(
-            f"old container {old_name} ({old_id[:12]}) running again, "
-            + ("healthy" if health.healthy else "NOT healthy")
-            + f" ({health.detail})"
-        )
-        ok = ok and health.healthy
+            state.append(f"old container {swap.old_id[:12]} still has its temporary name: {error.detail}")
+    if not swap.stopped:
+        state.append(f"old container {old} kept running throughout")
+        return ok, state
+    step = "start the old container again"
+    await _quietly(progress, step, "running")
+    try:
+        await engine.start(swap.old_id, timeout)
+        await _quietly(progress, step, "done")
+    except DependencyError as error:
+        await _quietly(progress, step, "failed", error.detail)
+        state.append(f"old container {old} is STOPPED: it could not be started: {error.detail}")
+        return False, state
+    # A container that was not healthy before is not waited on for health, only for staying up.
+    step = "wait until the old container is " + ("healthy" if swap.old_healthy else "up")
+    await _quietly(progress, step, "running")
+    health = await wait_healthy(
+        engine,
+        api if swap.old_healthy else None,
+        swap.old_id,
+        config.health_timeout,
+        config.read_timeout,
+        _Quiet(progress),
+        step,
+    )
+    await _quietly(progress, step, "done" if health.healthy else "failed", health.detail)
+    if not swap.old_healthy:
+        verdict = "up" if health.healthy else "NOT up"
+        state.append(f"old container {old} running again, {verdict}; it was not healthy before either")
     else:
-        state.append(f"old container {old_name} ({old_id[:12]}) kept running throughout")
-    return ok, state
+        verdict = "healthy" if health.healthy else "NOT healthy"
+        state.append(f"old container {old} running again, {verdict} ({health.detail})")
+    return ok and health.healthy, state
 
 
 class _Quiet:
@@ -595,28 +614,37 @@ async def execute(
         await progress.step(step, "failed", "its image changed since the plan")
         return failed("the container changed since the plan; nothing was changed", [])
     was_running = old.status == "running"
-    await progress.step(step, "done", f"{old.status}, image {old.image_ref}")
+    healthy_before = old.health == "healthy"
+    if was_running and api is not None and not healthy_before:
+        try:
+            await asyncio.wait_for(api.ping(), timeout=config.read_timeout)
+            healthy_before = True
+        except Exception:
+            healthy_before = False
+    shown = "healthy" if healthy_before else "not healthy"
+    await progress.step(step, "done", f"{old.status}, {shown}, image {old.image_ref}")
 
-    renamed = stopped = False
+    swap = Swap(old_id=old_id, old_name=old_name, old_healthy=healthy_before)
     new: ContainerInfo | None = None
     try:
         step = f"keep the old container as {kept}"
         await progress.step(step, "running")
         await engine.rename(old_id, kept, timeout)
-        renamed = True
+        swap.renamed = True
         await progress.step(step, "done")
 
         source = image if image.startswith(config.image) else "the same image"
         step = f"create the new container from {source}"
         await progress.step(step, "running")
         new = await engine.create_like(old_id, image, old_name, env, timeout)
+        swap.new_id = new.id
         await progress.step(step, "done", new.short_id)
 
         step = f"stop the old container (up to {stop_timeout} s)"
         await progress.step(step, "running")
         if was_running:
             await engine.stop(old_id, stop_timeout, timeout)
-            stopped = True
+            swap.stopped = True
             await progress.step(step, "done")
         else:
             await progress.step(step, "skipped", f"it was {old.status}")
@@ -632,34 +660,32 @@ async def execute(
             engine, api, new.id, config.health_timeout, config.read_timeout, progress, step
         )
     except Exception as error:
+        # Anything, the lock lost included: the service must not be left half-switched.
         reason = error.detail if isinstance(error, DependencyError) else f"{type(error).__name__}: {error}"
         await _quietly(progress, step, "failed", reason[:300])
-        serving, state = await _put_back(
-            engine, api, config, progress, old_id, old_name, new.id if new else None, renamed, stopped
-        )
-        if not stopped and not renamed:
-            summary = f"{step} failed ({reason[:200]}); nothing was changed"
+        serving, state = await _put_back(engine, api, config, progress, swap)
+        if not swap.stopped and serving:
+            outcome = f"nothing was changed: {old_name} kept serving throughout"
         elif serving:
-            summary = f"{step} failed ({reason[:200]}); the previous container serves again"
+            outcome = "the previous container serves again"
         else:
-            summary = f"{step} failed ({reason[:200]}); the previous container could NOT be fully put back"
-        return failed(summary, state)
+            outcome = "the previous container could NOT be fully put back (see its state)"
+        return failed(f"{step} failed ({reason[:200]}); {outcome}", state)
 
     if not health.healthy:
         await progress.step(step, "failed", health.detail)
         logs = ""
         with contextlib.suppress(DependencyError):
             logs = (await engine.logs_tail(new.id, 5, config.read_timeout)).strip()
-        serving, state = await _put_back(
-            engine, api, config, progress, old_id, old_name, new.id, renamed, stopped
-        )
+        serving, state = await _put_back(engine, api, config, progress, swap)
         if logs:
             state.append("last lines of the new container: " + " | ".join(logs.splitlines()[-5:])[:400])
-        verdict = (
-            "put the previous container back; it serves again"
-            if serving
-            else ("tried to put the previous container back, but it is NOT healthy")
-        )
+        if serving:
+            verdict = "put the previous container back; it serves again"
+            if not swap.old_healthy:
+                verdict = "put the previous container back; it runs again (it was not healthy before either)"
+        else:
+            verdict = "tried to put the previous container back, but it is NOT serving (see its state)"
         return failed(f"{target} did not become healthy ({health.detail}); {verdict}", state)
     await progress.step(step, "done", f"{health.detail} after {health.seconds:.1f} s")
 
