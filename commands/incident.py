@@ -261,8 +261,10 @@ async def normalize_person(raw: str, resolve: UserResolver | None) -> str:
     return raw
 
 
-async def target(store: IncidentStore, args: IncidentArgs, channel_id: str | None) -> Incident | None:
-    """Find the incident an action is about: by number, else the channel's open one."""
+async def target(
+    store: IncidentStore, args: IncidentArgs, channel_id: str | None, open_only: bool = True
+) -> Incident | None:
+    """Find the incident an action is about: by number, else the channel's open (or latest) one."""
     if args.incident_id is not None:
         incident = await store.get(args.incident_id)
         if incident is None:
@@ -275,7 +277,7 @@ async def target(store: IncidentStore, args: IncidentArgs, channel_id: str | Non
             " (the terminal uses CHATOPS_INCIDENT_CHANNEL)",
             USAGE,
         )
-    return await store.open_in(channel)
+    return await store.open_in(channel) if open_only else await store.latest_in(channel)
 
 
 async def run(
@@ -309,7 +311,8 @@ async def run(
             contacts=contacts,
             now=now,
         )
-    incident = await target(store, args, channel_id)
+    # Reading works on the latest incident, resolved or not; changing needs an open one.
+    incident = await target(store, args, channel_id, open_only=args.action != "timeline")
     if incident is None:
         raise UsageError(
             "there is no open incident in this channel; declare one: /incident declare <title>", USAGE
@@ -423,7 +426,7 @@ async def _resolve(
 async def _maybe_target(store: IncidentStore, args: IncidentArgs, channel_id: str | None) -> Incident | None:
     if args.incident_id is None and args.channel_id is None and channel_id is None:
         return None
-    return await target(store, args, channel_id)
+    return await target(store, args, channel_id, open_only=False)
 
 
 def _who(person: str) -> str:

@@ -498,12 +498,12 @@ class FakeGitHub:
                 self.issues[number] = issue
                 return 201, copy.deepcopy(issue), {"Location": issue["url"]}
             if operation in ("issues/get", "issues/update"):
-                issue = self.issues.get(int(params["issue_number"]))
-                if issue is None:
+                found = self.issues.get(int(params["issue_number"]))
+                if found is None:
                     raise _Answer(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
                 if operation == "issues/update":
-                    self._update(issue, call.body or {})
-                return 200, copy.deepcopy(issue), {}
+                    self._update(found, call.body or {})
+                return 200, copy.deepcopy(found), {}
             if operation == "issues/list-for-repo":
                 return 200, self._list(call.query), {}
             raise _Answer(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
