@@ -6,6 +6,7 @@ are counted and skipped. Nothing here holds more than a few buffers and the line
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import heapq
@@ -185,7 +186,12 @@ def _time_order(record: Record) -> tuple[datetime, str, int]:
 def _open(path: Path) -> io.RawIOBase | gzip.GzipFile:
     if is_gzip(path):
         return gzip.GzipFile(path, "rb")
-    return io.FileIO(path, "rb")
+    stream = io.FileIO(path, "rb")
+    # A file not in the page cache yet is read front to back: ask for a larger read-ahead.
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return stream
 
 
 def _search_stream(

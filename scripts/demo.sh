@@ -6,3 +6,5 @@ bash scripts/install.sh
 .venv/bin/chatops sandbox up
 echo
 .venv/bin/chatops health || true
+echo
+.venv/bin/chatops triage || true
