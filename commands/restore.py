@@ -528,6 +528,11 @@ class _Run:
     kept_objects: list[str] = field(default_factory=list)
 
     @property
+    def backend_key(self) -> str:
+        """Return the state key of the backend service."""
+        return f"backend {self.deps.backend_label}"
+
+    @property
     def database_key(self) -> str:
         """Return the state key of the platform's database."""
         return f"database {self.deps.sources.pg.database}"
@@ -575,7 +580,7 @@ async def execute_restore(deps: RestoreDeps, plan: Plan, progress: Progress) -> 
         run.states[run.database_key] = "unchanged"
     if "storage" in parts:
         run.set_buckets("unchanged")
-    run.states["backend"] = "running (untouched)"
+    run.states[run.backend_key] = "running (untouched)"
     started = time.perf_counter()
     try:
         succeeded = await _procedure(run)
@@ -605,10 +610,10 @@ async def _procedure(run: _Run) -> bool:
     if "storage" not in run.parts:
         await run.meter.skip("restore objects", "not part of this restore")
     elif not await run.step("restore objects", lambda: _objects_step(run)):
-        run.states["backend"] = "stopped, and kept stopped: the data is only partly restored"
+        run.states[run.backend_key] = "stopped, and kept stopped: the data is only partly restored"
         return False
     if not await run.step("verify", lambda: _verify_step(run)):
-        run.states["backend"] = "stopped, and kept stopped: the restored data does not match the backup"
+        run.states[run.backend_key] = "stopped, and kept stopped: the restored data does not match the backup"
         return False
     if not await run.step("start backend", lambda: _start_step(run)):
         return False
@@ -635,9 +640,9 @@ async def _stop_step(run: _Run) -> str:
     shown = ", ".join(f"{name} {state}" for name, state in states)
     running = [name for name, state in states if state == "running"]
     if running:
-        run.states["backend"] = f"still running: {shown}"
+        run.states[run.backend_key] = f"still running: {shown}"
         raise DependencyError("unexpected answer", f"still running after stop: {', '.join(running)}")
-    run.states["backend"] = f"stopped ({shown})"
+    run.states[run.backend_key] = f"stopped ({shown})"
     return shown
 
 
@@ -846,10 +851,10 @@ async def _start_step(run: _Run) -> str:
     states = await run.deps.backend.start()
     shown = ", ".join(f"{name} {state}" for name, state in states)
     if any(state != "running" for _, state in states):
-        run.states["backend"] = f"not running: {shown}"
+        run.states[run.backend_key] = f"not running: {shown}"
         raise DependencyError("unexpected answer", f"not running after start: {shown}")
     run.backend_stopped = False
-    run.states["backend"] = f"running ({shown})"
+    run.states[run.backend_key] = f"running ({shown})"
     return shown
 
 
@@ -861,10 +866,10 @@ async def _health_step(run: _Run) -> str:
         except Exception as error:  # keep asking until the deadline; the last answer is reported
             last = _describe(error)
         else:
-            run.states["backend"] = f"running, /health {answer}"
+            run.states[run.backend_key] = f"running, /health {answer}"
             return answer
         if time.monotonic() >= deadline:
-            run.states["backend"] = f"running but not healthy: {last}"
+            run.states[run.backend_key] = f"running but not healthy: {last}"
             raise DependencyError("timeout", f"not healthy after {run.deps.health_timeout:g} s: {last}")
         await run.meter.advance("health check", 0, 1, note=last[:80])
         await asyncio.sleep(1.0)
