@@ -226,7 +226,8 @@ async def _edit(
         channel=existing.channel_id, ts=existing.ts, text=rendered.text, blocks=rendered.blocks
     )
     if alert.status == "resolved" and existing.incident_id is not None:
+        details = {"fingerprint": alert.fingerprint}
         await store.add_event(
-            existing.incident_id, "alert", None, _summary(alert), details={"fingerprint": alert.fingerprint}
+            existing.incident_id, "alert", None, _summary(alert), at=alert.ends_at, details=details
         )
     return message
