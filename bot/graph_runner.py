@@ -79,7 +79,7 @@ def alert_markers(state_db: PostgresAdapter) -> graph.MarkerSource:
             alert = json.loads(row["alert"]) if isinstance(row["alert"], str) else row["alert"]
             severity = str((alert or {}).get("labels", {}).get("severity") or "")
             suffix = f" ({severity})" if severity else ""
-            firing = f"alert {name}{suffix} firing"
+            firing = f"alert {name} firing{suffix}"
             markers.append(graph.Marker(at=row["starts_at"], kind="alert", label=firing))
             if row["ends_at"] is not None and row["status"] == "resolved":
                 markers.append(graph.Marker(at=row["ends_at"], kind="alert", label=f"alert {name} resolved"))

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 ALT_TEXT_LIMIT = 1000  # Slack's limit for a file's alt text
 WIDTH_INCHES = 11.0
-PANEL_INCHES = 3.9
+PANEL_INCHES = 4.0
+# Room around the plots: title and action badges above, times and caption below, legend right.
+TOP_INCHES, BOTTOM_INCHES, GAP_INCHES, SUPTITLE_INCHES = 0.5, 0.75, 0.95, 0.4
+LEFT_FRACTION, RIGHT_FRACTION = 0.075, 0.715
+LEGEND_LABEL = 44  # characters of a legend entry; the legend has the right quarter of the width
 DPI = 100
 LINE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 THRESHOLD_COLOURS = {"critical": "#d62728", "warn": "#ff7f0e"}
@@ -170,7 +174,18 @@ def render_png(panels: Sequence[GraphData]) -> bytes:
     from matplotlib.figure import Figure
 
     count = max(1, len(panels))
-    figure = Figure(figsize=(WIDTH_INCHES, PANEL_INCHES * count + 0.5), dpi=DPI, layout="constrained")
+    height = PANEL_INCHES * count + (SUPTITLE_INCHES if count > 1 else 0.0)
+    figure = Figure(figsize=(WIDTH_INCHES, height), dpi=DPI)
+    # Fixed margins, not constrained layout: that would lay the figure out twice, doubling the time.
+    top = TOP_INCHES + (SUPTITLE_INCHES if count > 1 else 0.0)
+    axes_height = (height - top - BOTTOM_INCHES - GAP_INCHES * (count - 1)) / count
+    figure.subplots_adjust(
+        left=LEFT_FRACTION,
+        right=RIGHT_FRACTION,
+        top=1 - top / height,
+        bottom=BOTTOM_INCHES / height,
+        hspace=GAP_INCHES / axes_height,
+    )
     # The Agg canvas, not pyplot: pyplot's global state is not safe in worker threads.
     FigureCanvasAgg(figure)
     axes = figure.subplots(count, 1, sharex=True, squeeze=False)[:, 0]
@@ -194,7 +209,7 @@ def _draw_panel(ax: Axes, panel: GraphData, bottom: bool, alone: bool) -> None:
     # NaN, not zero: matplotlib breaks the line there, so a gap is drawn as a gap.
     for index, line in enumerate(panel.series):
         values = np.array([np.nan if value is None else value for value in line.values], dtype=float)
-        label = line.name if len(panel.series) > 1 else panel.title
+        label = _clip(line.name if len(panel.series) > 1 else panel.title, LEGEND_LABEL)
         ax.plot(times, values, color=LINE_COLOURS[index % len(LINE_COLOURS)], linewidth=1.6, label=label)
     for number, gap in enumerate(panel.gaps() if panel.status == "ok" else []):
         ax.axvspan(
@@ -229,19 +244,26 @@ def _draw_panel(ax: Axes, panel: GraphData, bottom: bool, alone: bool) -> None:
             ha="left",
         )
     _draw_markers(ax, panel)
+    last = panel.last()
     if peak is not None and panel.status == "ok":
         at = _naive(peak.at)
+        # Near the right edge the text goes to the left of the point, not into the legend.
+        late = (peak.at - panel.start) > panel.since * 0.7
+        text = f"peak {value_text(peak.value, panel.unit)} at {time_text(peak.at, panel)}"
+        if last is not None and last.at == peak.at:
+            text += " (last)"
         ax.plot([at], [peak.value], marker="o", color="#d62728", markersize=6, zorder=5)
         ax.annotate(
-            f"peak {value_text(peak.value, panel.unit)} at {time_text(peak.at, panel)}",
+            text,
             xy=(at, peak.value),
-            xytext=(6, 6),
+            xytext=(-6 if late else 6, 6),
             textcoords="offset points",
+            ha="right" if late else "left",
             fontsize=8.5,
             color="#d62728",
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         )
-    last = panel.last()
-    if last is not None and panel.status == "ok":
+    if last is not None and panel.status == "ok" and (peak is None or last.at != peak.at):
         ax.annotate(
             f"last {value_text(last.value, panel.unit)}",
             xy=(_naive(last.at), last.value),
@@ -279,7 +301,7 @@ def _draw_panel(ax: Axes, panel: GraphData, bottom: bool, alone: bool) -> None:
     if bottom:
         ax.set_xlabel("time (UTC)", fontsize=9.5)
     ax.tick_params(labelsize=8.5, labelbottom=True)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8.5, frameon=False, borderaxespad=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
     step = format_duration(timedelta(seconds=panel.step_seconds))
     caption = f"PromQL: {_clip(panel.query, 150)} · one point every {step}"
     extra = [*panel.notes]
@@ -287,8 +309,17 @@ def _draw_panel(ax: Axes, panel: GraphData, bottom: bool, alone: bool) -> None:
         extra.append(f"{panel.hidden_series} lower series not shown")
     if extra:
         caption += " · " + "; ".join(_clip(note, 90) for note in extra[:2])
-    below = -0.13 if bottom else -0.08  # under the time labels, or under the axis alone
-    ax.text(0.0, below, caption, transform=ax.transAxes, fontsize=7.5, color="#666666", va="top")
+    ax.annotate(
+        caption,
+        xy=(0, 0),
+        xycoords="axes fraction",
+        # Under the times, and under the axis label on the bottom panel.
+        xytext=(0, -38 if bottom else -24),
+        textcoords="offset points",
+        fontsize=7.5,
+        color="#666666",
+        va="top",
+    )
 
 
 def _draw_markers(ax: Axes, panel: GraphData) -> None:
@@ -323,7 +354,7 @@ def _draw_markers(ax: Axes, panel: GraphData) -> None:
                 color=colour,
                 linestyle="-.",
                 linewidth=1.4,
-                label=f"{number}  {time_text(marker.at, panel)}  {_clip(marker.label, 40)}",
+                label=f"{number}  {time_text(marker.at, panel)}  {_clip(marker.label, LEGEND_LABEL - 10)}",
             )
     hidden = len(panel.markers) - MAX_MARKERS_LISTED
     if hidden > 0:

@@ -64,7 +64,7 @@ ACTIONS: list[tuple[float, TrailEntry]] = [
 ]
 # (minutes before the end, kind, label) of every marker the last hour must show, in order.
 EXPECTED_MARKERS = [
-    (44, "alert", "alert HighErrorRate (critical) firing"),
+    (44, "alert", "alert HighErrorRate firing (critical)"),
     (38, "flag", "flag RATE_LIMIT_ENABLED=false"),
     (32, "rollback", "rollback v2.0.5"),
     (28, "alert", "alert HighErrorRate resolved"),
@@ -301,13 +301,17 @@ async def test_key_metrics_upload_has_two_panels(services: Services, history: Hi
 
 
 async def test_an_hour_at_15_seconds_renders_in_under_a_second(services: Services, history: History) -> None:
-    report = await draw(services, history, "5xx")
+    report = await graph.key_metrics(
+        services.prometheus, None, [], since=HOUR, resolution=STEP, timeout=5.0, end=history.end
+    )
+    assert [len(panel.timestamps) for panel in report.panels] == [241, 241]
     render_png(report.panels)  # the first picture of a process also imports matplotlib
     timings = []
     for _ in range(3):
-        started = time.perf_counter()
+        # CPU time of this thread: what the picture costs, whatever else this machine is running.
+        started = time.thread_time()
         render_png(report.panels)
-        timings.append(time.perf_counter() - started)
+        timings.append(time.thread_time() - started)
     assert min(timings) < 1.0, timings
 
 
@@ -391,7 +395,7 @@ async def test_graph_in_slack_uploads_the_picture_into_the_thread(
     alt = reserved[0].params["alt_txt"]
     assert alt == posted.params["text"]  # the same words for notifications and screen readers
     assert alt.startswith('sum(rate(http_requests_total{status=~"5.."}[5m])), last 2h to ')
-    assert "peak 2/s at" in alt and "marked: alert HighErrorRate (critical) firing at" in alt
+    assert "peak 2/s at" in alt and "marked: alert HighErrorRate firing (critical) at" in alt
     assert int(reserved[0].params["length"]) == len(stored.content)
 
 
