@@ -31,7 +31,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
-from adapters.object_transfer import ObjectTransfer
+from adapters.base import DependencyError
+from adapters.object_transfer import ObjectInfo, ObjectTransfer
 from commands.base import UsageError
 
 FORMAT = "chatops-backup/1"
@@ -618,6 +619,15 @@ class S3Store:
         self.work_dir = work_dir
         self.location = f"s3://{bucket}/{self.prefix}"
 
+    async def _list(self, prefix: str) -> list[ObjectInfo]:
+        # A store whose bucket does not exist yet simply holds no backups.
+        try:
+            return await self.transfer.list_objects(self.bucket, prefix)
+        except DependencyError as error:
+            if error.reason == "not found":
+                return []
+            raise
+
     def key(self, backup_id: str, name: str) -> str:
         """Return the object key of a backup's file."""
         if not _ID.match(backup_id):
@@ -626,19 +636,21 @@ class S3Store:
 
     async def ids(self) -> list[str]:
         """Return the ids of backups whose manifest exists, oldest first."""
+        if not await self.transfer.bucket_exists(self.bucket):
+            return []
         prefixes = await self.transfer.list_prefixes(self.bucket, self.prefix)
         candidates = [item[len(self.prefix) :].rstrip("/") for item in prefixes]
         candidates = [item for item in candidates if _ID.match(item)]
 
         async def complete(backup_id: str) -> bool:
-            return bool(await self.transfer.list_objects(self.bucket, self.key(backup_id, MANIFEST)))
+            return bool(await self._list(self.key(backup_id, MANIFEST)))
 
         flags = await asyncio.gather(*(complete(item) for item in candidates))
         return sorted(item for item, flag in zip(candidates, flags, strict=True) if flag)
 
     async def exists(self, backup_id: str) -> bool:
         """Return whether anything is stored under this id."""
-        return bool(await self.transfer.list_objects(self.bucket, self.key(backup_id, "")))
+        return bool(await self._list(self.key(backup_id, "")))
 
     async def read(self, backup_id: str, name: str) -> bytes | None:
         """Read a small file of a backup."""
@@ -652,7 +664,7 @@ class S3Store:
         """Return every data file of a backup with its size."""
         base = self.key(backup_id, "")
         found = {}
-        for info in await self.transfer.list_objects(self.bucket, base):
+        for info in await self._list(base):
             name = info.key[len(base) :]
             if name == DATABASE_FILE or _OBJECT_FILE.match(name):
                 found[name] = info.size
@@ -693,7 +705,7 @@ class S3Store:
         """Return ids that hold files but no manifest (uploads that never finished)."""
         now = datetime.now(UTC)
         by_id: dict[str, tuple[bool, datetime]] = {}
-        for info in await self.transfer.list_objects(self.bucket, self.prefix):
+        for info in await self._list(self.prefix):
             rest = info.key[len(self.prefix) :]
             backup_id, _, name = rest.partition("/")
             if not _ID.match(backup_id):

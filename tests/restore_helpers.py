@@ -276,6 +276,11 @@ class Platform:
         assert isinstance(result, backup.BackupResult), result
         return result
 
+    async def backup_prune(self, *tokens: str) -> Any:
+        from bot.backup_runner import run_backup
+
+        return await run_backup(self.services, list(tokens), self.world.invocation(OPS1))
+
     async def restore_run(self, *tokens: str, user: str = OPS1) -> Any:
         from bot.backup_runner import run_restore
 
