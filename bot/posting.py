@@ -19,6 +19,7 @@ from bot.render.common import SECTION_LIMIT, Block, Message
 MAX_BLOCKS = 50
 # Slack allows about one message per second per channel, with short bursts.
 POST_INTERVAL_SECONDS = 1.0
+POST_BURST = 3
 
 
 class CountedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -50,21 +51,25 @@ def install_rate_limit_retry(client: AsyncWebClient, metrics: BotMetrics) -> Non
 
 
 class ChannelPacer:
-    """Space posts to one channel about a second apart (per process)."""
+    """Keep posts to one channel to about one a second, allowing a short burst (per process)."""
 
-    def __init__(self, interval: float = POST_INTERVAL_SECONDS) -> None:
+    def __init__(self, interval: float = POST_INTERVAL_SECONDS, burst: int = POST_BURST) -> None:
         self.interval = interval
+        self.burst = burst
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._last: dict[str, float] = {}
+        # Token bucket per channel: (tokens left, when last counted).
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     async def wait_turn(self, channel: str) -> None:
         """Return when a post to `channel` may go out."""
         async with self._locks[channel]:
-            last = self._last.get(channel)
             now = time.monotonic()
-            if last is not None and now - last < self.interval:
-                await asyncio.sleep(self.interval - (now - last))
-            self._last[channel] = time.monotonic()
+            tokens, since = self._buckets.get(channel, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - since) / self.interval)
+            if tokens < 1:
+                await asyncio.sleep((1 - tokens) * self.interval)
+                tokens, now = 1.0, time.monotonic()
+            self._buckets[channel] = (tokens - 1, now)
 
 
 def _split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:

@@ -12,7 +12,7 @@ from bot.gate import Gate
 from bot.inflight import InFlight
 from bot.locks import OperationLock
 from bot.mfa import MfaService
-from bot.posting import install_rate_limit_retry
+from bot.posting import ChannelPacer, install_rate_limit_retry
 from bot.services import Services, build_slack_client
 
 
@@ -26,6 +26,7 @@ class Runtime:
     gate: Gate
     slack_client: AsyncWebClient | None
     in_flight: InFlight
+    pacer: ChannelPacer
 
     @classmethod
     def build(cls, settings: Settings, services: Services | None = None) -> Runtime:
@@ -46,4 +47,5 @@ class Runtime:
             gate=gate,
             slack_client=slack_client,
             in_flight=InFlight(services.metrics),
+            pacer=ChannelPacer(),
         )

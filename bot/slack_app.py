@@ -16,6 +16,7 @@ from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate import Approval, Refused
 from bot.mfa_commands import MFA_USAGE, run_mfa_command
+from bot.posting import ChannelPacer, split_message
 from bot.render.common import Message, SlackReply, error_text, escape
 from bot.render.gate import (
     CANCEL_ACTION,
@@ -99,7 +100,7 @@ def _command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Await
         if isinstance(result, Proposal):
             await propose(runtime, client, respond, result, invocation)
             return
-        await post_result(client, respond, channel, spec, result, services, user=user)
+        await post_result(client, respond, channel, spec, result, services, user=user, pacer=runtime.pacer)
 
     handle.__name__ = f"handle_{spec.name}"
     return handle
@@ -114,16 +115,24 @@ async def post_result(
     services: Services,
     thread_ts: str | None = None,
     user: str | None = None,
+    pacer: ChannelPacer | None = None,
 ) -> str | None:
-    """Post a result for everyone: the main message, then its thread and files; return its ts."""
+    """Post a result for everyone: the main message, then its thread and files; return its ts.
+
+    Messages over Block Kit's limits are split (the rest goes to the thread) rather than
+    rejected, and posts to one channel are paced when a pacer is given.
+    """
     reply: SlackReply = spec.slack(result)
-    main = reply.main
+    first, *overflow = split_message(reply.main)
+    main = first
     if reply.ephemeral:  # the command posted what everyone sees itself; this answer is the caller's
         await respond(text=main.text, blocks=main.blocks, response_type="ephemeral", replace_original=False)
         return None
     # In a channel with an open incident, results go to its thread and into its timeline.
     incident_thread = await incidents.record(services.state_db, channel, f"/{spec.name}", main.text, user)
     thread_ts = thread_ts or incident_thread
+    if pacer is not None:
+        await pacer.wait_turn(channel)
     try:
         answer = await client.chat_postMessage(
             channel=channel, text=main.text, blocks=main.blocks, thread_ts=thread_ts
@@ -139,7 +148,9 @@ async def post_result(
         return None
     ts = str(answer.get("ts"))
     parent = thread_ts or ts
-    for message in reply.thread:
+    for message in [*overflow, *(part for item in reply.thread for part in split_message(item))]:
+        if pacer is not None:
+            await pacer.wait_turn(channel)
         await client.chat_postMessage(
             channel=channel, text=message.text, blocks=message.blocks, thread_ts=parent
         )

@@ -1,0 +1,67 @@
+"""Slack's limits: long outputs split instead of rejected, posts paced, 429 retried after Retry-After."""
+
+from __future__ import annotations
+
+import time
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.observability import BotMetrics
+from bot.posting import ChannelPacer, install_rate_limit_retry, split_message
+from bot.render.common import Message, section
+from tests.conftest import BOT_TOKEN
+from tests.fakes import FakeSlack, validate_blocks
+
+
+def test_a_huge_report_is_split_into_valid_messages_and_loses_nothing() -> None:
+    lines = [f"line {index:04d} " + "x" * 60 for index in range(600)]
+    blocks = [section("\n".join(lines[start : start + 10])) for start in range(0, 600, 10)]
+    # One section far over 3,000 characters, as a renderer may build it without section()'s cut.
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "```" + "\n".join(lines) + "```"}})
+    messages = split_message(Message(text="report", blocks=blocks))
+    assert len(messages) > 1
+    for message in messages:
+        assert validate_blocks(message.blocks) == []
+        assert len(message.blocks) <= 50
+    text = "\n".join(block["text"]["text"] for message in messages for block in message.blocks)
+    for line in lines:
+        assert text.count(line) == 2  # once in the ten-line sections, once in the code block
+    code_parts = [
+        block["text"]["text"]
+        for message in messages
+        for block in message.blocks
+        if "```" in block["text"]["text"]
+    ]
+    assert all(part.startswith("```") and part.endswith("```") for part in code_parts)
+
+
+def test_a_short_message_is_left_alone() -> None:
+    message = Message(text="ok", blocks=[section("all good")])
+    assert split_message(message) == [message]
+
+
+async def test_posts_to_one_channel_are_paced_after_a_short_burst() -> None:
+    pacer = ChannelPacer(interval=0.2, burst=3)
+    started = time.monotonic()
+    for _ in range(3):
+        await pacer.wait_turn("C1")
+    burst_done = time.monotonic() - started
+    for _ in range(3):
+        await pacer.wait_turn("C1")
+    paced = time.monotonic() - started
+    await pacer.wait_turn("C2")  # another channel has its own budget
+    assert burst_done < 0.1
+    assert paced >= 0.55
+
+
+async def test_a_429_is_retried_after_retry_after_and_counted(fake_slack: FakeSlack) -> None:
+    metrics = BotMetrics()
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    install_rate_limit_retry(client, metrics)
+    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    started = time.monotonic()
+    answer = await client.chat_postMessage(channel="C0INCIDENT", text="after the limit")
+    assert answer["ok"] is True
+    assert time.monotonic() - started >= 1.0
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2
+    assert metrics.slack_rate_limited.labels("chat.postMessage")._value.get() == 1
