@@ -84,9 +84,11 @@ def marker_text(marker: Marker, panel: GraphData) -> str:
 
 def spans_text(spans: Sequence[Span], panel: GraphData, limit: int = 3) -> str:
     """Write runs of time as `13:20–13:24, 13:28–13:34 and 2 more`."""
-    shown = ", ".join(
-        f"{time_text(span.start, panel)}–{time_text(span.end, panel)}" for span in spans[:limit]
-    )
+    texts = []
+    for span in spans[:limit]:
+        start, end = time_text(span.start, panel), time_text(span.end, panel)
+        texts.append(start if start == end else f"{start}–{end}")
+    shown = ", ".join(texts)
     return shown + (f" and {len(spans) - limit} more" if len(spans) > limit else "")
 
 
