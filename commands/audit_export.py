@@ -194,7 +194,7 @@ async def export(
     elapsed = time.perf_counter() - started
     return AuditExport(
         format=request.format,
-        description=request.filter.describe(),
+        description=request.describe(),
         since=format_duration(request.since),
         rows=rows,
         size_bytes=writer.bytes,

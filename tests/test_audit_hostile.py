@@ -64,12 +64,12 @@ FRAGMENTS = [
     "\u2028",
 ]
 
-_KNOWN_OPTION = audit._KNOWN_OPTION
+KNOWN_OPTION = audit.KNOWN_OPTION
 
 
 def _usable(text: str) -> bool:
     """Text the grammar hands to the database: not empty, no NUL, not an option of its own."""
-    return bool(text) and "\x00" not in text and not _KNOWN_OPTION.match(text)
+    return bool(text) and "\x00" not in text and not KNOWN_OPTION.match(text)
 
 
 characters = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
