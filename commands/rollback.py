@@ -32,7 +32,7 @@ USAGE = "/rollback list | /rollback <version> | /rollback flag NAME=value"
 FLAG_VALUE = re.compile(r"[A-Za-z0-9_.,:+-]{0,128}")
 # Docker's own limit for a tag, and what a tag may contain at all.
 TAG_SHAPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-HEALTH_POLL_SECONDS = 0.25
+HEALTH_POLL_SECONDS = 0.1
 PROGRESS_EVERY_SECONDS = 5.0
 # Without a healthcheck or an API to ask, a container counts as up once it stayed running this long.
 SETTLE_SECONDS = 2.0
@@ -439,20 +439,31 @@ async def wait_healthy(
     progress: Progress,
     step: str,
 ) -> Health:
-    """Poll until the container is healthy (its healthcheck, else the API's /health), or give up."""
+    """Poll until the container is healthy (its healthcheck or the API's /health), or give up."""
     started = time.monotonic()
     last_report = started
     detail = "no answer yet"
     running_since: float | None = None
     restarts: int | None = None
+    seen = False
     while True:
         elapsed = time.monotonic() - started
+        if api is not None and seen:
+            # The API first: once it answers healthy nothing else matters, and while the new process
+            # is not listening yet a refused connection costs a millisecond. Asked even when the
+            # container has a healthcheck: without systemd, Podman leaves that "starting" forever.
+            try:
+                answer = await asyncio.wait_for(api.ping(), timeout=read_timeout)
+                return Health(True, f"/health: {answer}", time.monotonic() - started)
+            except Exception as error:
+                detail = f"/health: {error}"[:200]
         try:
             info = await engine.describe(container_id, read_timeout)
         except DependencyError as error:
             detail = f"engine: {error.reason}: {error.detail}"
             info = None
         if info is not None:
+            seen = True
             restarts = info.restart_count if restarts is None else restarts
             if info.status in STOPPED:
                 code = f" with code {info.exit_code}" if info.exit_code is not None else ""
@@ -466,17 +477,11 @@ async def wait_healthy(
             if info.health == "unhealthy":
                 # The engine says so only after the healthcheck's own retries: waiting longer is moot.
                 return Health(False, "container healthcheck: unhealthy", elapsed)
-            if info.status == "running" and api is not None:
-                try:
-                    answer = await asyncio.wait_for(api.ping(), timeout=read_timeout)
-                    return Health(True, f"/health: {answer}", time.monotonic() - started)
-                except Exception as error:
-                    detail = f"/health: {error}"[:200]
-            elif info.status == "running" and not info.health:
+            if info.status == "running" and api is None and not info.has_healthcheck:
                 running_since = running_since or time.monotonic()
                 if time.monotonic() - running_since >= SETTLE_SECONDS:
                     return Health(True, "running (no healthcheck to ask)", time.monotonic() - started)
-            else:
+            elif info.status != "running" or api is None:
                 detail = f"container {info.status}" + (f", {info.health}" if info.health else "")
         if elapsed >= timeout:
             return Health(False, f"not healthy within {timeout:g} s; last: {detail}", elapsed)
