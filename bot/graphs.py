@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -202,15 +203,14 @@ def render_png(panels: Sequence[GraphData]) -> bytes:
 
 def _draw_panel(ax: Axes, panel: GraphData, bottom: bool, alone: bool) -> None:
     import matplotlib.dates as mdates
-    import numpy as np
     from matplotlib.ticker import FuncFormatter
     from matplotlib.transforms import blended_transform_factory
 
-    times = np.array([at.replace(tzinfo=None) for at in panel.timestamps], dtype="datetime64[ms]")
+    times = [_naive(at) for at in panel.timestamps]
     half_step = timedelta(seconds=panel.step_seconds / 2)
     # NaN, not zero: matplotlib breaks the line there, so a gap is drawn as a gap.
     for index, line in enumerate(panel.series):
-        values = np.array([np.nan if value is None else value for value in line.values], dtype=float)
+        values = [math.nan if value is None else value for value in line.values]
         label = _clip(line.name if len(panel.series) > 1 else panel.title, LEGEND_LABEL)
         ax.plot(times, values, color=LINE_COLOURS[index % len(LINE_COLOURS)], linewidth=1.6, label=label)
     for number, gap in enumerate(panel.gaps() if panel.status == "ok" else []):
