@@ -506,6 +506,7 @@ class Swap:
     old_id: str
     old_name: str
     old_healthy: bool
+    old_status: str = "running"
     new_id: str | None = None
     renamed: bool = False
     stopped: bool = False
@@ -542,7 +543,10 @@ async def _put_back(
             await _quietly(progress, step, "failed", error.detail)
             state.append(f"old container {swap.old_id[:12]} still has its temporary name: {error.detail}")
     if not swap.stopped:
-        state.append(f"old container {old} kept running throughout")
+        if swap.old_status == "running":
+            state.append(f"old container {old} kept running throughout")
+        else:
+            state.append(f"old container {old} left {swap.old_status}, as it was before")
         return ok, state
     step = "start the old container again"
     await _quietly(progress, step, "running")
@@ -629,7 +633,7 @@ async def execute(
     shown = "healthy" if healthy_before else "not healthy"
     await progress.step(step, "done", f"{old.status}, {shown}, image {old.image_ref}")
 
-    swap = Swap(old_id=old_id, old_name=old_name, old_healthy=healthy_before)
+    swap = Swap(old_id=old_id, old_name=old_name, old_healthy=healthy_before, old_status=old.status)
     new: ContainerInfo | None = None
     try:
         step = f"keep the old container as {kept}"

@@ -28,7 +28,7 @@ from bot.mfa import code_at
 from bot.render.gate import CONFIRM_ACTION, MFA_VIEW
 from commands.base import UsageError, tokenize
 from commands.destructive import Execution, Proposal, Step
-from commands.rollback import EngineUnavailable, VersionList
+from commands.rollback import EngineUnavailable, VersionList, deploy_history
 from sandbox.manager import (
     BASE_IMAGE,
     SandboxStatus,
@@ -238,6 +238,8 @@ async def test_rollback_from_the_faulty_version_restores_health(
     ]
     assert "/health: healthy (v2.0.5)" in result.state[0]
     assert result.way_back == "/rollback v2.0.6"
+    history = await deploy_history(world.runtime.services.state_db, "test", 5)
+    assert list(history) == ["v2.0.5"]  # what /rollback list shows as deployed, beyond the running one
     # Progress was published as it happened, each step shown running before it was done.
     assert any(steps and steps[-1].status == "running" for steps in published)
 
