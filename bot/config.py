@@ -174,6 +174,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("incident_channel", "templates_dir", "alertmanager_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `NAME=` in .env.example means "not set", not an empty channel, folder or token.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("platform_database_url", "state_database_url", mode="after", check_fields=True)
     @classmethod
     def _postgres_url(cls, value: str) -> str:
