@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from adapters.base import classify
 from adapters.prometheus import PrometheusAdapter, PrometheusQueryError, RangeResult
-from commands.base import Arguments, CommandResult, UsageError, format_duration, parse_duration
+from commands.base import Arguments, CommandResult, UsageError, parse_duration
 from commands.triage import format_value
 from commands.triage_checklist import Checklist, PromqlCheck, Unit, render_query
 
@@ -483,7 +483,7 @@ async def fetch_panel(
     )
 
 
-async def draw(
+async def fetch_report(
     prometheus: PrometheusAdapter,
     targets: Sequence[GraphTarget],
     window: Window,
@@ -511,13 +511,13 @@ async def run(
     timeout: float,
     end: datetime | None = None,
 ) -> GraphReport:
-    """Draw one check or expression; an expression Prometheus rejects is a usage error with its text."""
+    """Fetch one check or expression; an expression Prometheus rejects is a usage error with its text."""
     target = resolve(args.target, checklist, args.unit)
     window = plan_window(args.since or default_since, args.step or resolution, end)
-    report = await draw(prometheus, [target], window, checklist, marker_sources, timeout)
+    report = await fetch_report(prometheus, [target], window, checklist, marker_sources, timeout)
     panel = report.panels[0]
     if panel.status == "rejected":
-        message = f"{panel.problem}"
+        message = str(panel.problem)
         if _UNQUOTED_MATCHER.search(args.target) and not any(quote in args.target for quote in "\"'`"):
             message += (
                 " (were the quotes of a label value lost to the shell? Put the whole expression in"
@@ -537,12 +537,8 @@ async def key_metrics(
     timeout: float,
     end: datetime | None = None,
 ) -> GraphReport:
-    """Draw the runbook's two critical metrics, 5xx ratio and P95 latency, as two panels."""
+    """Fetch the runbook's two critical metrics, 5xx ratio and P95 latency, as two panels."""
     named = named_targets(checklist)
     window = plan_window(since, resolution, end)
-    return await draw(prometheus, [named[FIVE_XX], named[P95]], window, checklist, marker_sources, timeout)
-
-
-def window_text(panel: GraphData) -> str:
-    """Describe the window for people: `last 1h to 14:05 UTC`."""
-    return f"{format_duration(panel.since)} to {panel.end:%Y-%m-%d %H:%M} UTC"
+    targets = [named[FIVE_XX], named[P95]]
+    return await fetch_report(prometheus, targets, window, checklist, marker_sources, timeout)

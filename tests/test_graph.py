@@ -332,6 +332,15 @@ async def test_invalid_promql_gets_prometheuss_own_error(services: Services, his
     assert raised.value.usage == graph.USAGE
 
 
+async def test_label_quotes_lost_to_the_shell_get_a_hint(services: Services, history: History) -> None:
+    with pytest.raises(UsageError) as raised:
+        await draw(services, history, "up{job=api}")
+    assert raised.value.message.startswith("Prometheus rejected the expression: ")
+    assert raised.value.message.endswith(
+        "Put the whole expression in single quotes: 'up{job=\"3dpot-backend\"}')"
+    )
+
+
 async def test_unreachable_prometheus_is_said_in_the_picture(history: History, state_dsn: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     services = Services.build(make_settings(prometheus_url=dead, state_database_url=state_dsn))
