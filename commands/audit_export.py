@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from commands.audit import (
     CLIENT_TIMEOUT_MARGIN,
     AuditExport,
     AuditUnavailable,
+    ExportFormat,
     ExportRequest,
     Params,
     ReadOnlyDatabase,
@@ -27,16 +27,47 @@ COLUMNS = ("id", "timestamp", "action", "user_id", "username", "ip_address", "de
 # Rows per FETCH: large enough that round trips do not dominate, small enough to keep memory flat.
 BATCH_ROWS = 5000
 
+# Each row is formatted by PostgreSQL, as its COPY does, and the bot only joins lines: several
+# times faster than decoding every value into Python objects and writing them out again.
+# Timestamps in UTC ISO 8601; addresses as PostgreSQL writes an inet (abbrev: no /32 on a host).
+_TIMESTAMP = """to_char(audit_log.timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
+def _quoted(expression: str) -> str:
+    # Every non-NULL text is quoted and NULL is left empty, as COPY ... CSV FORCE_QUOTE writes it:
+    # the file keeps NULL apart from '' and loads back with COPY FROM unchanged.
+    return f"""coalesce('"' || replace({expression}, '"', '""') || '"', '')"""
+
+
+_LINE = {
+    "csv": "concat_ws(',', id::text, "
+    + ", ".join(
+        _quoted(expression)
+        for expression in (
+            _TIMESTAMP,
+            "action",
+            "user_id::text",
+            "username",
+            "abbrev(ip_address)",
+            "details::text",
+        )
+    )
+    + ")",
+    "json": (
+        f"json_build_object('id', id, 'timestamp', {_TIMESTAMP}, 'action', action, 'user_id', user_id,"
+        " 'username', username, 'ip_address', abbrev(ip_address), 'details', details)::text"
+    ),
+}
+
 
 def export_sql(request: ExportRequest) -> tuple[str, list[Any]]:
-    """Return the export query and its parameters, oldest row first."""
+    """Return the export query (one formatted line per row, oldest first) and its parameters."""
     params = Params()
     where = where_clause(request.filter, request.since, params)
-    # details is fetched as its text so that it is written exactly as PostgreSQL stores it.
     sql = (
-        "SELECT id, timestamp, action, user_id, username, ip_address, details::text AS details"
+        f"SELECT {_LINE[request.format]} AS line FROM audit_log WHERE {where}"
         # One row past the limit tells a complete export from a cut one.
-        f" FROM audit_log WHERE {where} ORDER BY timestamp, id LIMIT {params(request.limit + 1)}"
+        f" ORDER BY timestamp, id LIMIT {params(request.limit + 1)}"
     )
     return sql, params.values
 
@@ -45,95 +76,41 @@ class SinkError(Exception):
     """The export's destination refused bytes (disk full, closed pipe); not the database's fault."""
 
 
-def _write(sink: IO[bytes], text: str) -> int:
-    data = text.encode("utf-8")
-    try:
-        sink.write(data)
-    except OSError as error:
-        raise SinkError(error.strerror or str(error)) from error
-    return len(data)
+class Writer:
+    """Write formatted lines to the sink: CSV under a header, JSON as one array."""
 
-
-def _csv_text(value: str) -> str:
-    # Every non-NULL text is quoted and NULL is left empty, as PostgreSQL's COPY ... CSV FORCE_QUOTE
-    # writes it: the file keeps NULL apart from '' and loads back with COPY FROM unchanged.
-    return '"' + value.replace('"', '""') + '"'
-
-
-class CsvWriter:
-    """Write rows as CSV with a header line."""
-
-    def __init__(self, sink: IO[bytes]) -> None:
+    def __init__(self, sink: IO[bytes], fmt: ExportFormat) -> None:
         self.sink = sink
-        self.bytes = 0
-
-    def start(self) -> None:
-        """Write the header line."""
-        self._write(",".join(COLUMNS) + "\r\n")
-
-    def rows(self, records: Sequence[asyncpg.Record]) -> None:
-        """Write one batch of rows."""
-        if not records:
-            return
-        lines = []
-        for row_id, timestamp, action, user_id, username, ip_address, details in records:
-            lines.append(
-                ",".join(
-                    (
-                        str(row_id),
-                        _csv_text(timestamp.isoformat()),
-                        _csv_text(action),
-                        "" if user_id is None else _csv_text(str(user_id)),
-                        "" if username is None else _csv_text(username),
-                        "" if ip_address is None else _csv_text(str(ip_address)),
-                        _csv_text(details),
-                    )
-                )
-            )
-        lines.append("")
-        self._write("\r\n".join(lines))
-
-    def finish(self) -> None:
-        """Nothing follows the last row in CSV."""
-
-    def _write(self, text: str) -> None:
-        self.bytes += _write(self.sink, text)
-
-
-class JsonWriter:
-    """Write rows as one JSON array, one object per line, `details` as the stored JSON."""
-
-    def __init__(self, sink: IO[bytes]) -> None:
-        self.sink = sink
+        self.format = fmt
         self.bytes = 0
         self._first = True
 
     def start(self) -> None:
-        """Open the array."""
-        self._write("[")
+        """Write what comes before the first row."""
+        self._write(",".join(COLUMNS) + "\r\n" if self.format == "csv" else "[")
 
     def rows(self, records: Sequence[asyncpg.Record]) -> None:
         """Write one batch of rows."""
         if not records:
             return
-        dumps = json.dumps
-        objects = [
-            f'{{"id":{row_id},"timestamp":"{timestamp.isoformat()}","action":{dumps(action)},'
-            f'"user_id":{"null" if user_id is None else dumps(str(user_id))},'
-            f'"username":{dumps(username)},'
-            f'"ip_address":{"null" if ip_address is None else dumps(str(ip_address))},'
-            f'"details":{details}}}'
-            for row_id, timestamp, action, user_id, username, ip_address, details in records
-        ]
-        self._write(("\n" if self._first else ",\n") + ",\n".join(objects))
+        if self.format == "csv":
+            self._write("\r\n".join(record[0] for record in records) + "\r\n")
+        else:
+            self._write(("\n" if self._first else ",\n") + ",\n".join(record[0] for record in records))
         self._first = False
 
     def finish(self) -> None:
-        """Close the array."""
-        self._write("\n]\n")
+        """Write what comes after the last row."""
+        if self.format == "json":
+            self._write("\n]\n")
 
     def _write(self, text: str) -> None:
-        self.bytes += _write(self.sink, text)
+        data = text.encode("utf-8")
+        try:
+            self.sink.write(data)
+        except OSError as error:
+            raise SinkError(error.strerror or str(error)) from error
+        self.bytes += len(data)
 
 
 def export_filename(request: ExportRequest, at: datetime) -> str:
@@ -155,7 +132,7 @@ async def export(
     """Stream every matching row into `sink`, one batch at a time, within one read-only snapshot."""
     started = time.perf_counter()
     at = datetime.now(UTC)
-    writer = CsvWriter(sink) if request.format == "csv" else JsonWriter(sink)
+    writer = Writer(sink, request.format)
     sql, params = export_sql(request)
     timeout = statement_timeout + CLIENT_TIMEOUT_MARGIN
     rows = 0
