@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
+from collections.abc import Iterator
 
 import structlog
 import uvicorn
@@ -97,6 +100,21 @@ async def report_interrupted(runtime: Runtime) -> None:
             log.error("interrupted_notice_failed", error=type(error).__name__)
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, minus its own signal handling: it re-raises SIGTERM when done, which would kill
+    the process before acknowledged commands have finished."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave signals to `serve`, which drains before exiting."""
+        yield
+
+    def request_exit(self) -> None:
+        """Stop accepting requests and let uvicorn finish the ones in progress."""
+        log.info("shutdown_requested")
+        self.should_exit = True
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then drain and close."""
     if settings.slack_bot_token is None:
@@ -107,7 +125,7 @@ async def serve(settings: Settings) -> int:
         print("chatops serve: set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
         return 2
     runtime, slack_app, web_app = await prepare(settings)
-    server = uvicorn.Server(
+    server = _DrainingServer(
         uvicorn.Config(
             web_app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off"
         )
@@ -121,7 +139,10 @@ async def serve(settings: Settings) -> int:
             await socket_handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("socket_mode_connected")
         log.info("serving", host=settings.http_host, port=settings.http_port)
-        # uvicorn returns on SIGTERM/SIGINT once the HTTP requests in progress are answered.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_exit)
+        # Returns once a signal came and the HTTP requests in progress are answered.
         await server.serve()
     finally:
         if socket_handler is not None:

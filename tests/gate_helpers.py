@@ -155,8 +155,8 @@ def _reply(result: object) -> SlackReply:
     return SlackReply(main=Message(text=str(result), blocks=[]))
 
 
-@pytest.fixture(autouse=True)
-def drill_command() -> Iterator[None]:
+def register_drill() -> None:
+    """Register /drill (and /drill2, for the two-person rule) as destructive commands."""
     for name in ("drill", "drill2"):
         COMMANDS[name] = CommandSpec(
             name=name,
@@ -167,6 +167,12 @@ def drill_command() -> Iterator[None]:
             terminal=lambda result, console: None,
             execute=execute_drill,
         )
+
+
+@pytest.fixture(autouse=True)
+def drill_command() -> Iterator[None]:
+    """Have /drill registered for the test (autouse where imported)."""
+    register_drill()
     yield
     COMMANDS.pop("drill", None)
     COMMANDS.pop("drill2", None)
