@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from adapters.incident_store import SEVERITIES, AlertMessage, IncidentStore, Severity
+from adapters.incident_store import SEVERITIES, AlertMessage, Incident, IncidentStore, Severity
 from bot.render.alert import alert_message
 from bot.services import Services
 
@@ -141,6 +141,8 @@ async def take(
 ) -> Outcome:
     """Post, edit or resolve one alert's message; never raise (the outcome says what happened)."""
     try:
+        # Looked up before the alert's lock: the lock holds a connection, and must not need a second.
+        incident = await store.open_in(channel)
         async with store.alert_lock(alert.fingerprint) as conn:
             existing = await store.alert_message(conn, alert.fingerprint)
             fresh = existing is None or (
@@ -151,11 +153,16 @@ async def take(
             if alert.status == "resolved" and (existing is None or existing.status == "resolved"):
                 return "ignored"  # nothing of ours to mark, or marked already
             if fresh:
-                saved = await _post(store, client, channel, notification, alert)
+                saved = await _post(client, channel, notification, alert, incident)
             else:
                 assert existing is not None
-                saved = await _edit(store, client, notification, alert, existing)
+                saved = await _edit(client, notification, alert, existing)
             await store.save_alert_message(conn, saved)
+        # Recorded once posted, so that a notification sent again does not list the alert twice.
+        if saved.incident_id is not None and (fresh or alert.status == "resolved"):
+            at = alert.starts_at if fresh else alert.ends_at
+            details = {"fingerprint": alert.fingerprint, "labels": alert.labels}
+            await store.add_event(saved.incident_id, "alert", None, _summary(alert), at=at, details=details)
     except SlackApiError as error:
         log.warning("alert_not_posted", fingerprint=alert.fingerprint, error=error.response.get("error"))
         return "failed"
@@ -173,10 +180,9 @@ def _summary(alert: Alert) -> str:
 
 
 async def _post(
-    store: IncidentStore, client: AsyncWebClient, channel: str, notification: Notification, alert: Alert
+    client: AsyncWebClient, channel: str, notification: Notification, alert: Alert, incident: Incident | None
 ) -> AlertMessage:
     # While an incident is open in the channel, its alerts belong to its thread and timeline.
-    incident = await store.open_in(channel)
     thread_ts = incident.header_ts if incident is not None else None
     message = AlertMessage(
         fingerprint=alert.fingerprint,
@@ -196,21 +202,11 @@ async def _post(
     answer = await client.chat_postMessage(
         channel=channel, text=rendered.text, blocks=rendered.blocks, thread_ts=thread_ts
     )
-    # Recorded once posted, so that a retried notification does not list the alert twice.
-    if incident is not None:
-        details = {"fingerprint": alert.fingerprint, "labels": alert.labels}
-        await store.add_event(
-            incident.id, "alert", None, _summary(alert), at=alert.starts_at, details=details
-        )
     return message.model_copy(update={"ts": str(answer["ts"])})
 
 
 async def _edit(
-    store: IncidentStore,
-    client: AsyncWebClient,
-    notification: Notification,
-    alert: Alert,
-    existing: AlertMessage,
+    client: AsyncWebClient, notification: Notification, alert: Alert, existing: AlertMessage
 ) -> AlertMessage:
     message = existing.model_copy(
         update={
@@ -225,9 +221,4 @@ async def _edit(
     await client.chat_update(
         channel=existing.channel_id, ts=existing.ts, text=rendered.text, blocks=rendered.blocks
     )
-    if alert.status == "resolved" and existing.incident_id is not None:
-        details = {"fingerprint": alert.fingerprint}
-        await store.add_event(
-            existing.incident_id, "alert", None, _summary(alert), at=alert.ends_at, details=details
-        )
     return message

@@ -348,7 +348,7 @@ async def run(
     elif args.action == "commander":
         person = await normalize_person(args.text, resolve_user)
         previous = incident.commander
-        text = f"Commander {_who(previous) if previous else '(none)'} → {_who(person)}"
+        text = f"Commander {who(previous)} → {who(person)}"
         changed = await store.change(
             incident.id, ("commander", actor, text, {"from": previous, "to": person}), now, commander=person
         )
@@ -429,10 +429,8 @@ async def _maybe_target(store: IncidentStore, args: IncidentArgs, channel_id: st
     return await target(store, args, channel_id, open_only=False)
 
 
-def _who(person: str) -> str:
-    return f"<@{person}>" if is_user_id(person) else person
-
-
 def who(person: str | None) -> str:
     """Write a person for Slack mrkdwn: a mention for a user id, else as typed."""
-    return _who(person) if person else "(nobody)"
+    if not person:
+        return "(nobody)"
+    return f"<@{person}>" if is_user_id(person) else person
