@@ -286,9 +286,8 @@ def describe_container(container: ContainerInfo, version: str | None) -> str:
 
 def kept_lines(container: ContainerInfo) -> list[str]:
     """List the configuration a new container carries over from the old one."""
-    own_env = len(container.env)
     return [
-        f"environment: the container's variables ({own_env} now, the image's defaults from the new image)",
+        "environment: what was set on the container (the image's own defaults come from the new image)",
         "ports: " + (", ".join(container.ports) or "none published"),
         "networks: " + (", ".join(container.networks) or "none"),
         "volumes and mounts: " + (", ".join(container.mounts) or "none"),
