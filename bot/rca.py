@@ -14,10 +14,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import Incident, IncidentStore
+from bot.backup_runner import backup_store
 from bot.config import Settings
 from bot.render.rca import preview_message
 from bot.services import Services
 from commands import rca
+from commands.backup_store import backup_time
 from commands.base import UsageError
 from commands.incident import is_user_id
 from commands.rca import RcaResult
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("chatops.rca")
 
 # Services.extra[LATEST_BACKUP] may hold `async () -> datetime | None`: the latest backup's time,
-# shown in the draft's checklist. Whoever knows about backups registers it; without it, "unknown".
+# shown in the draft's checklist. Without it the configured backup store is asked; failing that,
+# the draft says "unknown".
 LATEST_BACKUP = "latest_backup_at"
 LatestBackup = Callable[[], Awaitable[datetime | None]]
 
@@ -54,16 +57,20 @@ def templates_dir(settings: Settings) -> Path:
 
 
 async def latest_backup_at(services: Services) -> datetime | None:
-    """Ask whoever registered it for the latest backup's time; unknown when nobody did or it fails."""
-    finder = services.extra.get(LATEST_BACKUP)
-    if not callable(finder):
-        return None
+    """Return the latest complete backup's time: from Services.extra's finder, else the backup store."""
+    registered = services.extra.get(LATEST_BACKUP)
+    finder: LatestBackup = registered if callable(registered) else (lambda: _latest_in_store(services))
     try:
         found = await asyncio.wait_for(finder(), timeout=services.settings.dependency_timeout_seconds)
-    except Exception as error:  # the draft is still useful without it
+    except Exception as error:  # the draft is still useful without it: "unknown"
         log.warning("latest_backup_unknown", error=type(error).__name__)
         return None
     return found if isinstance(found, datetime) else None
+
+
+async def _latest_in_store(services: Services) -> datetime | None:
+    ids = await backup_store(services).ids()
+    return backup_time(ids[-1]) if ids else None
 
 
 async def find_incident(store: IncidentStore, incident_id: int | None, channel_id: str | None) -> Incident:

@@ -241,6 +241,29 @@ def test_the_package_ships_the_templates() -> None:
     )
 
 
+async def test_the_latest_backup_comes_from_the_store_or_an_injected_finder(tmp_path: Path) -> None:
+    (tmp_path / "2026-11-20_02-00-00").mkdir()
+    (tmp_path / "2026-11-20_02-00-00" / "manifest.json").write_text("{}")
+    (tmp_path / "2026-11-21_02-00-00").mkdir()  # incomplete: no manifest
+    services = Services.build(make_settings(backup_store=str(tmp_path)))
+    injected = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+
+    async def finder() -> datetime:
+        return injected
+
+    async def broken() -> datetime:
+        raise ConnectionError("store down")
+
+    try:
+        assert await rca_runner.latest_backup_at(services) == datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+        services.extra[rca_runner.LATEST_BACKUP] = finder
+        assert await rca_runner.latest_backup_at(services) == injected
+        services.extra[rca_runner.LATEST_BACKUP] = broken
+        assert await rca_runner.latest_backup_at(services) is None
+    finally:
+        await services.aclose()
+
+
 # --- filing ------------------------------------------------------------------------------------------
 
 
