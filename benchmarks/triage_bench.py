@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import statistics
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bot.config import Settings
 from bot.services import Services
-from commands import triage
+from commands import logsearch, triage
 from commands.triage_checklist import load_checklist
 
 LATENCY_MS = {"prometheus": 150, "postgres": 100, "redis": 50, "s3": 200, "engine": 120}
@@ -113,9 +114,18 @@ class ProxyThread:
         return future.result(timeout=10)
 
     def stop(self) -> None:
-        """Stop the loop (connections die with the process)."""
+        """Cancel every proxied connection, then stop the loop."""
+
+        async def cancel_all() -> None:
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+        self.loop.close()
 
 
 def _via(url: str, port: int) -> str:
@@ -295,6 +305,7 @@ import json, re, sys, time
 from pathlib import Path
 from commands import logsearch
 path, text = Path(sys.argv[1]), sys.argv[2]
+logsearch.READ_AHEAD = {"auto": None, "on": True, "off": False}[sys.argv[3]]
 started = time.perf_counter()
 found = logsearch.search([path], text) if text else None
 elapsed = time.perf_counter() - started
@@ -303,10 +314,10 @@ print(json.dumps({"seconds": elapsed, "matches": len(found.records) if found els
 """
 
 
-def run_ours(path: Path, text: str) -> dict[str, float]:
+def run_ours(path: Path, text: str, read_ahead: str = "auto") -> dict[str, float]:
     """Look the id up in a fresh interpreter; return its time, matches and peak memory."""
     done = subprocess.run(
-        [sys.executable, "-c", _OURS, str(path), text],
+        [sys.executable, "-c", _OURS, str(path), text, read_ahead],
         capture_output=True,
         text=True,
         check=True,
@@ -353,14 +364,22 @@ def trace_part(size_mb: int, runs: int) -> list[str]:
             ["cat", str(path)], stdout=subprocess.DEVNULL, check=True
         )  # both start from page cache
     idle = run_ours(big, "")
+    load = os.getloadavg()[0]
+    chosen = "read-ahead thread" if logsearch.spare_core() else "one thread"
     ours_small = _timed(runs, lambda: run_ours(small, TRACE))
     ours = _timed(runs, lambda: run_ours(big, TRACE))
     grep = _timed(runs, lambda: run_grep_jq(big, TRACE))
+    forced = {mode: _timed(runs, lambda mode=mode: run_ours(big, TRACE, mode)) for mode in ("on", "off")}
     gigabytes = big.stat().st_size / 1e9
     print(f"trace lookup in {big} ({gigabytes:.2f} GB), {runs} runs each, page cache warm")
+    print(f"  load average {load:.1f} on {os.cpu_count()} cores: the search chose {chosen}")
     print(
         f"  chatops (logsearch.search): median {ours['median']:.2f} s, best {ours['best']:.2f} s,"
         f" {ours['matches']:.0f} lines, {gigabytes / ours['median']:.1f} GB/s"
+    )
+    print(
+        f"    forced read-ahead thread: median {forced['on']['median']:.2f} s;"
+        f" forced one thread: median {forced['off']['median']:.2f} s"
     )
     print(
         f"  grep -F | jq -c .:          median {grep['median']:.2f} s, best {grep['best']:.2f} s,"

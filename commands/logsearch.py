@@ -24,6 +24,8 @@ from typing import Any
 # Big enough that the search runs at memory speed, small enough that three of them stay flat.
 CHUNK_BYTES = 4 << 20
 BUFFERS = 3
+# Read ahead in a second thread: None decides per search (when a core is idle), True or False forces it.
+READ_AHEAD: bool | None = None
 # A "line" longer than this is no log line: it is dropped, counted as not JSON.
 MAX_LINE_BYTES = 1 << 20
 # Log writers append in time order, but concurrent writers interleave: look this far back.
@@ -194,20 +196,37 @@ def _open(path: Path) -> io.RawIOBase | gzip.GzipFile:
     return stream
 
 
-def _search_stream(
-    stream: io.RawIOBase | gzip.GzipFile, needle: bytes, found: Callable[[bytes], None], stats: ScanStats
-) -> None:
-    """Call `found` with every line holding `needle`; a thread reads ahead while this one searches.
+def spare_core() -> bool:
+    """Tell whether another core is likely idle (the 1-minute load is below the cores minus one)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False
+    return cores > 1 and load < cores - 1
 
-    Reading (a system call, or zlib for .gz) releases the GIL, so it overlaps with `find`.
-    Buffers are reused, so memory stays at BUFFERS x CHUNK_BYTES whatever the file's size.
+
+def _chunks(stream: io.RawIOBase | gzip.GzipFile, read_ahead: bool) -> Iterator[tuple[bytearray, int]]:
+    """Yield (buffer, bytes in it) until the end; a buffer is reused once the next one is asked for.
+
+    With `read_ahead`, a thread reads the next chunks while the caller searches this one: reading
+    (a system call, or zlib for .gz) releases the GIL, so the two overlap on two cores. On a busy
+    machine every hand-over waits for the scheduler, so then one thread reads and searches in turn.
     """
+    if not read_ahead:
+        buffer = bytearray(CHUNK_BYTES)
+        while count := stream.readinto(buffer) or 0:
+            yield buffer, count
+        return
     free: queue.Queue[bytearray | None] = queue.Queue()
     full: queue.Queue[tuple[bytearray, int] | BaseException] = queue.Queue()
     for _ in range(BUFFERS):
         free.put(bytearray(CHUNK_BYTES))
 
-    def read_ahead() -> None:
+    def read() -> None:
         try:
             while (buffer := free.get()) is not None:
                 count = stream.readinto(buffer) or 0
@@ -217,9 +236,8 @@ def _search_stream(
         except BaseException as error:  # handed to the searching thread, which raises it
             full.put(error)
 
-    reader = threading.Thread(target=read_ahead, name="logsearch-read", daemon=True)
+    reader = threading.Thread(target=read, name="logsearch-read", daemon=True)
     reader.start()
-    carry = b""
     try:
         while True:
             item = full.get()
@@ -227,34 +245,43 @@ def _search_stream(
                 raise item
             buffer, count = item
             if not count:
-                break
-            stats.bytes_read += count
-            first = buffer.find(b"\n", 0, count)
-            if first < 0:
-                carry += bytes(buffer[:count])
-                if len(carry) > MAX_LINE_BYTES:
-                    carry = b""
-                    stats.non_json += 1
-                free.put(buffer)
-                continue
-            # The line cut by the previous chunk's end, completed by this chunk's start.
-            head = carry + bytes(buffer[:first])
-            if needle in head:
-                found(head)
-            last = buffer.rfind(b"\n", 0, count)
-            position = buffer.find(needle, first + 1, last)
-            while position >= 0:
-                start = buffer.rfind(b"\n", 0, position) + 1
-                end = buffer.find(b"\n", position, count)
-                found(bytes(buffer[start:end]))
-                position = buffer.find(needle, end + 1, last)
-            carry = bytes(buffer[last + 1 : count])
+                return
+            yield buffer, count
             free.put(buffer)
-        if carry and needle in carry:
-            found(carry)
     finally:
         free.put(None)  # let the reader stop, whether it waits for a buffer or finishes a read
         reader.join(timeout=30)
+
+
+def _search_stream(
+    stream: io.RawIOBase | gzip.GzipFile, needle: bytes, found: Callable[[bytes], None], stats: ScanStats
+) -> None:
+    """Call `found` with every line holding `needle`, reading fixed buffers: memory stays flat."""
+    read_ahead = spare_core() if READ_AHEAD is None else READ_AHEAD
+    carry = b""
+    for buffer, count in _chunks(stream, read_ahead):
+        stats.bytes_read += count
+        first = buffer.find(b"\n", 0, count)
+        if first < 0:
+            carry += bytes(buffer[:count])
+            if len(carry) > MAX_LINE_BYTES:
+                carry = b""
+                stats.non_json += 1
+            continue
+        # The line cut by the previous chunk's end, completed by this chunk's start.
+        head = carry + bytes(buffer[:first])
+        if needle in head:
+            found(head)
+        last = buffer.rfind(b"\n", 0, count)
+        position = buffer.find(needle, first + 1, last)
+        while position >= 0:
+            start = buffer.rfind(b"\n", 0, position) + 1
+            end = buffer.find(b"\n", position, count)
+            found(bytes(buffer[start:end]))
+            position = buffer.find(needle, end + 1, last)
+        carry = bytes(buffer[last + 1 : count])
+    if carry and needle in carry:
+        found(carry)
 
 
 # --- time windows ---------------------------------------------------------------------------
