@@ -206,6 +206,13 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("backup_s3_endpoint_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
     @field_validator("backup_store")
     @classmethod
     def _backup_store(cls, value: str) -> str:

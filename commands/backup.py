@@ -115,7 +115,7 @@ class Meter:
         try:
             await self.progress.step(name, status, detail)
         except Exception as error:
-            raise ReportAborted(_describe(error)) from error
+            raise ReportAborted(describe_error(error)) from error
 
     async def start(self, name: str, detail: str = "") -> None:
         """Report a step started."""
@@ -315,22 +315,22 @@ async def take_backup(
         if isinstance(error, ExceptionGroup):
             aborted, _ = error.split(ReportAborted)
             if aborted is not None:
-                raise _first_leaf(aborted) from error
-            raise BackupFailed(_describe(_first_leaf(error))) from error
+                raise first_leaf(aborted) from error
+            raise BackupFailed(describe_error(first_leaf(error))) from error
         if isinstance(error, Exception) and not isinstance(error, BackupFailed | ReportAborted):
-            raise BackupFailed(_describe(error)) from error
+            raise BackupFailed(describe_error(error)) from error
         raise
     return manifest
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """Return the first error inside an exception group (groups nest)."""
     for error in group.exceptions:
-        return _first_leaf(error) if isinstance(error, BaseExceptionGroup) else error
+        return first_leaf(error) if isinstance(error, BaseExceptionGroup) else error
     return group
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     if isinstance(error, DependencyError):
         return str(error)
     return f"{type(error).__name__}: {error}"[:300]
@@ -370,7 +370,7 @@ async def _dump_database(
                 path, timeout=sources.dump_timeout, snapshot=snapshot, application_name=application
             )
         )
-        watcher = asyncio.create_task(_watch_copy(sources.platform_db, application, total, meter, step))
+        watcher = asyncio.create_task(watch_copy(sources.platform_db, application, total, meter, step))
         try:
             counts: dict[str, int] = {}
             for row in tables:
@@ -401,7 +401,7 @@ async def _dump_database(
     return part, FileEntry(name=DATABASE_FILE, size=size, sha256=digest)
 
 
-async def _watch_copy(
+async def watch_copy(
     db: PostgresAdapter, application: str, total: list[float], meter: Meter, step: str
 ) -> None:
     """Report rows copied by a pg_dump or pg_restore session, from pg_stat_progress_copy.
@@ -705,7 +705,7 @@ async def execute_prune(store: BackupStore, plan: Plan, progress: Progress) -> E
             await store.delete(backup_id)
             deleted.append(backup_id)
         except Exception as error:  # one failure must not hide the others' outcome
-            failed.append(f"{backup_id}: {_describe(error)}")
+            failed.append(f"{backup_id}: {describe_error(error)}")
         await progress.step("delete backups", "running", progress_detail(index, len(to_delete), "backups"))
     status: Literal["done", "failed"] = "failed" if failed else "done"
     await progress.step(

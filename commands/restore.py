@@ -39,14 +39,14 @@ from commands.backup import (
     Meter,
     ReportAborted,
     StoredBackup,
-    _describe,
-    _first_leaf,
-    _watch_copy,
+    describe_error,
+    first_leaf,
     inspect_backup,
     list_backups,
     normalise_flags,
     parse_type,
     take_backup,
+    watch_copy,
 )
 from commands.backup_store import (
     DATABASE_FILE,
@@ -215,7 +215,7 @@ async def check_checksums(deps: RestoreDeps, manifest: Manifest, meter: Meter, s
             try:
                 digest = await store.sha256(manifest.id, item.name)
             except (OSError, DependencyError) as error:
-                bad.append(f"{item.name}: unreadable ({_describe(error)})")
+                bad.append(f"{item.name}: unreadable ({describe_error(error)})")
                 continue
             if digest != item.sha256:
                 bad.append(f"{item.name}: SHA-256 differs from the manifest")
@@ -275,7 +275,7 @@ async def _restore_dump(
             keep_owners=clean,
             application_name=application,
         )
-        watcher = _watch_copy(deps.sources.platform_db, application, [float(rows)], meter, step)
+        watcher = watch_copy(deps.sources.platform_db, application, [float(rows)], meter, step)
         await run_watched(work, watcher)
 
 
@@ -319,8 +319,8 @@ async def verify_backup(deps: RestoreDeps, backup_id: str, meter: Meter | None =
             report.tables = compare_counts(expected, await count_rows(deps, scratch))
             await meter.finish("row counts", f"{len(report.tables)} tables")
         except (DependencyError, OSError) as error:
-            problems.append(f"test restore: {_describe(error)}")
-            await meter.fail("test restore", _describe(error))
+            problems.append(f"test restore: {describe_error(error)}")
+            await meter.fail("test restore", describe_error(error))
         finally:
             # The scratch database never outlives the check, whatever happened.
             await asyncio.shield(_drop_quietly(deps, scratch))
@@ -398,7 +398,7 @@ async def _current_state(deps: RestoreDeps, parts: list[Part]) -> tuple[list[str
                 f" {human_size(size)}"
             )
         except Exception as error:  # shown in the plan; the executor's own steps will fail properly
-            warnings.append(f"database {sources.pg.database} did not answer: {_describe(error)}")
+            warnings.append(f"database {sources.pg.database} did not answer: {describe_error(error)}")
     if "storage" in parts:
         for bucket in sources.buckets:
             try:
@@ -406,14 +406,15 @@ async def _current_state(deps: RestoreDeps, parts: list[Part]) -> tuple[list[str
                 total = sum(item.size for item in listing)
                 lines.append(f"bucket {bucket}: {len(listing):,} objects, {human_size(total)}")
             except Exception as error:
-                warnings.append(f"bucket {bucket} did not answer: {_describe(error)}")
+                warnings.append(f"bucket {bucket} did not answer: {describe_error(error)}")
     try:
         states = await deps.backend.states()
         lines.append(
             f"backend {deps.backend_label}: " + ", ".join(f"{name} {state}" for name, state in states)
         )
     except Exception as error:
-        warnings.append(f"the container engine did not answer for {deps.backend_label}: {_describe(error)}")
+        problem = describe_error(error)
+        warnings.append(f"the container engine did not answer for {deps.backend_label}: {problem}")
     return lines, warnings
 
 
@@ -552,7 +553,7 @@ class _Run:
             raise
         except Exception as error:  # each failure is reported with the state it leaves
             self.timings[name] = time.perf_counter() - started
-            message = error.message if isinstance(error, UsageError) else _describe(error)
+            message = error.message if isinstance(error, UsageError) else describe_error(error)
             self.failure = f"{name}: {message}"
             await self.meter.fail(name, message)
             return False
@@ -688,7 +689,7 @@ async def _confirm_database_unchanged(run: _Run) -> None:
     except Exception as error:
         run.states[run.database_key] = (
             "should be unchanged (one transaction, rolled back) but could not be checked:"
-            f" {_describe(error)}; restore the emergency backup to be sure"
+            f" {describe_error(error)}; restore the emergency backup to be sure"
         )
         return
     differing = [item for item in compare_counts(emergency.tables, counts) if not item.ok]
@@ -767,7 +768,7 @@ async def _objects_step(run: _Run) -> str:
             f" {removals} to remove)"
         )
         if isinstance(error, BaseExceptionGroup):
-            leaf = _first_leaf(error)
+            leaf = first_leaf(error)
             if isinstance(leaf, Exception):
                 raise leaf from None
         raise
@@ -864,7 +865,7 @@ async def _health_step(run: _Run) -> str:
         try:
             answer = await asyncio.wait_for(run.deps.health.ping(), timeout=5.0)
         except Exception as error:  # keep asking until the deadline; the last answer is reported
-            last = _describe(error)
+            last = describe_error(error)
         else:
             run.states[run.backend_key] = f"running, /health {answer}"
             return answer
