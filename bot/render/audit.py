@@ -155,12 +155,16 @@ def _title(report: AuditReport) -> str:
 def _totals_text(report: AuditReport) -> str:
     totals = report.totals
     if totals.events == 0:
-        return f"No events matched in the last {report.since}."
+        return _nothing_text(report)
     return (
         f"*{totals.events:,}* events · *{_plural(totals.distinct_users, 'user')}* ·"
         f" *{_plural(totals.distinct_ips, 'IP')}* · first seen `{_when(totals.first_seen)}` ·"
         f" last seen `{_when(totals.last_seen)}` UTC"
     )
+
+
+def _nothing_text(report: AuditReport) -> str:
+    return f"No events matched in the last {report.since} (a longer since= looks further back)."
 
 
 def summary_text(report: AuditReport) -> str:
@@ -349,7 +353,7 @@ def _terminal_report(report: AuditReport, console: Console) -> None:
     console.print(Text(_title(report), style="bold"))
     totals = report.totals
     if totals.events == 0:
-        console.print(f"No events matched in the last {report.since}.")
+        console.print(_nothing_text(report), markup=False)
     else:
         console.print(
             f"{totals.events:,} events · {_plural(totals.distinct_users, 'user')} ·"
