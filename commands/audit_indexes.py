@@ -73,13 +73,14 @@ async def indexes(db: ReadOnlyDatabase, statement_timeout: float) -> AuditIndexe
     checked, detail = False, ""
     try:
         async with db.read_only(statement_timeout) as conn:
+            timeout = statement_timeout + CLIENT_TIMEOUT_MARGIN
             present = await conn.fetch(
                 """SELECT c.relname AS name, i.indisvalid AS valid
                    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                    WHERE i.indrelid = to_regclass('audit_log')""",
-                timeout=statement_timeout + CLIENT_TIMEOUT_MARGIN,
+                timeout=timeout,
             )
-            has_table = await conn.fetchval("SELECT to_regclass('audit_log') IS NOT NULL")
+            has_table = await conn.fetchval("SELECT to_regclass('audit_log') IS NOT NULL", timeout=timeout)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         detail = f"could not ask {db.database}: {type(error).__name__}: {error}"[:300]
     else:
