@@ -66,10 +66,13 @@ class CommandSpec:
 
 async def _run_health(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:
     health.parse(tokens)
-    return await health.check_health(
-        services.platform_dependencies(),
-        services.bot_dependencies(),
-        timeout=services.settings.dependency_timeout_seconds,
+    return await services.single_flight.run(
+        "health",
+        lambda: health.check_health(
+            services.platform_dependencies(),
+            services.bot_dependencies(),
+            timeout=services.settings.dependency_timeout_seconds,
+        ),
     )
 
 

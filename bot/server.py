@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import Iterator
 
+import aiohttp
 import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from bot.alerts import alerts_endpoint
 from bot.config import Settings
+from bot.fast_ack import FastAck
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
 from bot.slack_app import build_slack_app
@@ -30,14 +30,11 @@ log = structlog.get_logger("chatops.server")
 
 def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
     """Build the HTTP app: Slack events and commands, metrics, liveness."""
-    handler = AsyncSlackRequestHandler(slack_app)
+    secret = services.settings.slack_signing_secret
+    events = FastAck(slack_app, secret.get_secret_value() if secret else None, services.metrics)
 
     async def slack_events(request: Request) -> Response:
-        started = time.perf_counter()
-        response = await handler.handle(request)
-        # Bolt answers once the handler has called ack(): this is the latency Slack sees.
-        services.metrics.ack_latency.observe(time.perf_counter() - started)
-        return response
+        return await events.handle(request)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -66,7 +63,10 @@ async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
     except Exception as error:
         # The bot still starts: /health will say the state database is down.
         log.error("state_db_not_migrated", error=f"{type(error).__name__}: {error}")
-    slack_app = build_slack_app(runtime, runtime.slack_client or build_slack_client(settings))
+    client = runtime.slack_client or build_slack_client(settings)
+    # One HTTP session for every Slack call: a new one per call means a new TCP+TLS connection.
+    client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=client.timeout))
+    slack_app = build_slack_app(runtime, client)
     await report_interrupted(runtime)
     return runtime, slack_app, build_web_app(services, slack_app)
 
@@ -150,5 +150,7 @@ async def serve(settings: Settings) -> int:
         # Commands already acknowledged still owe their answer: let them finish.
         left = await runtime.in_flight.drain(timeout=settings.shutdown_drain_seconds)
         log.info("drained", still_running=left)
+        if slack_app.client.session is not None:
+            await slack_app.client.session.close()
         await runtime.services.aclose()
     return 0

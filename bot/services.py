@@ -20,6 +20,7 @@ from adapters.slack_api import SlackAdapter
 from adapters.storage import StorageAdapter
 from bot.config import Settings
 from bot.observability import BotMetrics
+from bot.singleflight import SingleFlight
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Services:
     slack: SlackAdapter | None = None
     github: GitHubAdapter | None = None
     backups: BackupAdapters | None = None
+    # Concurrent identical checks (a burst of /health) share one run.
+    single_flight: SingleFlight = field(default_factory=SingleFlight)
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
