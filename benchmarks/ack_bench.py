@@ -113,7 +113,8 @@ def run_bursts(label: str, fake: FakeSlack, env: dict[str, str], concurrent: int
         asyncio.run(burst(url, fake, 5, 900_000))  # warm-up: auth.test, pools
         figures = asyncio.run(burst(url, fake, concurrent, 0))
     print(
-        f"  {label:<22} ack p50 {figures['p50']:6.1f} ms  p99 {figures['p99']:6.1f} ms  max {figures['max']:6.1f} ms"
+        f"  {label:<22} ack p50 {figures['p50']:6.1f} ms  p99 {figures['p99']:6.1f} ms"
+        f"  max {figures['max']:6.1f} ms"
         f"  {figures['acks_per_s']:6.0f} acks/s  answered {figures['answered']:.0f}/{concurrent}"
         f" within {figures['answered_s']:.1f} s"
     )
@@ -146,7 +147,8 @@ def main() -> None:
     commands = 1_000 if args.quick else args.commands
     with FakeSlack(tokens={TOKEN}) as fake:
         print(
-            f"{args.concurrent} concurrent signed /health commands over HTTP (chatops serve, one channel each)"
+            f"{args.concurrent} concurrent signed /health commands over HTTP"
+            " (chatops serve, one channel each)"
         )
         healthy = run_bursts("backends healthy", fake, {}, args.concurrent)
         with silent_server() as port:
@@ -169,7 +171,8 @@ def main() -> None:
         f"SUMMARY\tack p99, {args.concurrent} concurrent commands, backends healthy\t{healthy['p99']:.0f} ms"
     )
     print(
-        f"SUMMARY\tack p99, {args.concurrent} concurrent commands, every backend hung\t{hung_figures['p99']:.0f} ms"
+        f"SUMMARY\tack p99, {args.concurrent} concurrent commands, every backend hung"
+        f"\t{hung_figures['p99']:.0f} ms"
     )
     print(f"SUMMARY\tacks per second ({args.concurrent} concurrent, healthy)\t{healthy['acks_per_s']:.0f}")
     print(f"SUMMARY\tbot memory idle / after {commands:,} commands\t{idle:.0f} MB / {after:.0f} MB")
