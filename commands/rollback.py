@@ -33,6 +33,9 @@ FLAG_VALUE = re.compile(r"[A-Za-z0-9_.,:+-]{0,128}")
 # Docker's own limit for a tag, and what a tag may contain at all.
 TAG_SHAPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 HEALTH_POLL_SECONDS = 0.1
+# Inspecting costs the engine far more than a refused connection costs the API: while the new
+# process starts on the same CPUs, the engine is asked less often (enough to see a crash).
+DESCRIBE_EVERY_SECONDS = 1.0
 PROGRESS_EVERY_SECONDS = 5.0
 # Without a healthcheck or an API to ask, a container counts as up once it stayed running this long.
 SETTLE_SECONDS = 2.0
@@ -445,6 +448,8 @@ async def wait_healthy(
     running_since: float | None = None
     restarts: int | None = None
     seen = False
+    described = 0.0
+    info: ContainerInfo | None = None
     while True:
         elapsed = time.monotonic() - started
         if api is not None and seen:
@@ -456,6 +461,10 @@ async def wait_healthy(
                 return Health(True, f"/health: {answer}", time.monotonic() - started)
             except Exception as error:
                 detail = f"/health: {error}"[:200]
+        if time.monotonic() - described < DESCRIBE_EVERY_SECONDS:
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+            continue
+        described = time.monotonic()
         try:
             info = await engine.describe(container_id, read_timeout)
         except DependencyError as error:
