@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,13 +93,20 @@ async def _run_triage(services: Services, tokens: list[str], invocation: Invocat
         log_paths=settings.log_paths,
         backend_service=settings.backend_service,
     )
-    return await triage.run(
+    checks = triage.run(
         command,
         sources,
         load_checklist(settings.triage_checklist),
         checklist_path=str(settings.triage_checklist or DEFAULT_CHECKLIST.name),
         default_timeout=settings.triage_check_timeout_seconds,
     )
+    if invocation.source == "cli" or not isinstance(command, triage.TriageArgs):
+        return await checks
+    # In Slack the thread also gets the last hour of the 5xx ratio and P95, drawn meanwhile.
+    report, picture = await asyncio.gather(checks, graph_runner.key_metrics_report(services))
+    if not isinstance(report, triage.TriageReport):
+        return report
+    return triage_render.TriageWithGraph(**dict(report), graph=picture)
 
 
 async def _run_graph(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:

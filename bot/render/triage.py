@@ -6,10 +6,12 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from pydantic import Field
 from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from bot.graphs import upload_of
 from bot.render.common import (
     SECTION_LIMIT,
     STATUS_EMOJI,
@@ -24,6 +26,7 @@ from bot.render.common import (
     section,
 )
 from commands.base import CommandResult
+from commands.graph import GraphReport
 from commands.triage import (
     Evidence,
     Finding,
@@ -212,11 +215,23 @@ def finding_blocks(finding: Finding) -> list[Block]:
     return blocks
 
 
+class TriageWithGraph(TriageReport):
+    """A triage report with the picture of the key metrics that goes into its thread."""
+
+    # Kept out of JSON: the picture's data is Prometheus's, the findings already carry the figures.
+    graph: GraphReport | None = Field(default=None, exclude=True, repr=False)
+
+
 def triage_reply(report: TriageReport) -> SlackReply:
-    """Build the reply: the summary in the channel, every finding's evidence in the thread."""
+    """Build the reply: the summary in the channel, every finding's evidence and the graph in the thread."""
     main = Message(text=summary_text(report), blocks=triage_blocks(report))
     thread = pack((finding_blocks(finding) for finding in report.findings), "Triage evidence")
-    return SlackReply(main=main, thread=thread)
+    files = []
+    if isinstance(report, TriageWithGraph) and report.graph is not None:
+        upload = upload_of(report.graph)
+        if upload is not None:
+            files.append(upload)
+    return SlackReply(main=main, thread=thread, files=files)
 
 
 def triage_terminal(report: TriageReport, console: Console) -> None:
