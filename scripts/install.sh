@@ -17,6 +17,14 @@ if ((${#need[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+# pip's output goes to a log, shown only when it fails (an editable install is noisy).
+log=$(mktemp)
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip \
+       && .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'; } >"$log" 2>&1; then
+  grep -v '^WARNING: Location' "$log" >&2
+  rm -f "$log"
+  echo "install.sh: pip install failed" >&2
+  exit 1
+fi
+rm -f "$log"
 .venv/bin/chatops --help >/dev/null
