@@ -559,9 +559,8 @@ async def run(db: ReadOnlyDatabase, query: AuditQuery, statement_timeout: float)
     try:
         async with db.read_only(statement_timeout) as conn:
             await prepare_session(conn, timeout)
-            totals = await _totals(conn, query, timeout)
-            breakdowns, rows, omitted, omitted_what = await _FORM_QUERIES[query.form](
-                conn, query, timeout, totals
+            totals, breakdowns, rows, omitted, omitted_what = await _FORM_QUERIES[query.form](
+                conn, query, timeout
             )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         return unavailable(error, db.database, statement_timeout)
@@ -608,13 +607,15 @@ def unavailable(
     return AuditUnavailable(database=database, reason=reason, detail=detail, rows_written=rows_written)
 
 
+_USERS = 'count(DISTINCT coalesce(user_id::text, username) COLLATE "C")'
+
+
 async def _totals(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> Totals:
     params = Params()
     where = where_clause(query.filter, query.since, params)
     record = await conn.fetchrow(
         f"""SELECT count(*) AS events, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
-                   count(DISTINCT ip_address) AS distinct_ips,
-                   count(DISTINCT coalesce(user_id::text, username) COLLATE "C") AS distinct_users
+                   count(DISTINCT ip_address) AS distinct_ips, {_USERS} AS distinct_users
             FROM audit_log WHERE {where}""",
         *params.values,
         timeout=timeout,
@@ -622,43 +623,77 @@ async def _totals(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -
     return Totals(**dict(record))
 
 
-async def _breakdown(
-    conn: asyncpg.Connection,
-    query: AuditQuery,
-    timeout: float,
-    title: str,
-    columns: dict[str, str],
-    limit: int = BREAKDOWN_LIMIT,
-) -> Breakdown:
-    """Count events grouped by `columns` (name -> SQL expression), biggest groups first."""
+@dataclass(frozen=True)
+class _By:
+    """A breakdown to compute: its title and its columns (name -> SQL expression)."""
+
+    title: str
+    columns: dict[str, str]
+
+
+async def _summary(
+    conn: asyncpg.Connection, query: AuditQuery, timeout: float, *breakdowns: _By
+) -> tuple[Totals, list[Breakdown]]:
+    """Count the totals and every breakdown in one pass over the matching rows (GROUPING SETS)."""
     params = Params()
     where = where_clause(query.filter, query.since, params)
-    keys = ", ".join(f"{expression} AS k{index}" for index, expression in enumerate(columns.values()))
-    names = ", ".join(f"k{index}" for index in range(len(columns)))
+    expressions = [expression for by in breakdowns for expression in by.columns.values()]
+    keys = [f"k{index}" for index in range(len(expressions))]
+    sets, grouping_ids, taken = ["()"], [], 0
+    for by in breakdowns:
+        own = range(taken, taken + len(by.columns))
+        taken += len(by.columns)
+        sets.append("(" + ", ".join(keys[index] for index in own) + ")")
+        # GROUPING() sets a bit, leftmost argument highest, for each key a set does not group by.
+        grouping_ids.append(
+            sum(1 << (len(keys) - 1 - index) for index in range(len(keys)) if index not in own)
+        )
+    grouping, key_list = f"GROUPING({', '.join(keys)})", ", ".join(keys)
     records = await conn.fetch(
-        f"""SELECT {names}, count(*) AS events, count(DISTINCT ip_address) AS distinct_ips,
-                   count(DISTINCT coalesce(user_id::text, username) COLLATE "C") AS distinct_users,
-                   min(timestamp) AS first_seen, max(timestamp) AS last_seen,
-                   count(*) OVER () AS total_groups
-            FROM (SELECT {keys}, ip_address, user_id, username, timestamp
-                  FROM audit_log WHERE {where}) AS matched
-            GROUP BY {names}
-            ORDER BY events DESC, {names}
-            LIMIT {params(limit)}""",
+        f"""SELECT * FROM (
+                SELECT {grouping} AS grouping_id, {key_list}, count(*) AS events,
+                       count(DISTINCT ip_address) AS distinct_ips, {_USERS} AS distinct_users,
+                       min(timestamp) AS first_seen, max(timestamp) AS last_seen,
+                       count(*) OVER (PARTITION BY {grouping}) AS total_groups,
+                       row_number() OVER (PARTITION BY {grouping} ORDER BY count(*) DESC, {key_list}) AS rank
+                FROM (SELECT {", ".join(f"{e} AS {k}" for e, k in zip(expressions, keys, strict=True))},
+                             ip_address, user_id, username, timestamp
+                      FROM audit_log WHERE {where}) AS matched
+                GROUP BY GROUPING SETS ({", ".join(sets)})
+            ) AS ranked
+            WHERE rank <= {params(BREAKDOWN_LIMIT)}
+            ORDER BY grouping_id, rank""",
         *params.values,
         timeout=timeout,
     )
-    return Breakdown(
-        title=title,
-        columns=list(columns),
-        groups=[_group(record, len(columns)) for record in records],
-        total_groups=records[0]["total_groups"] if records else 0,
+    whole = (1 << len(keys)) - 1
+    [total] = [record for record in records if record["grouping_id"] == whole]
+    totals = Totals(
+        events=total["events"],
+        first_seen=total["first_seen"],
+        last_seen=total["last_seen"],
+        distinct_ips=total["distinct_ips"],
+        distinct_users=total["distinct_users"],
     )
+    results, taken = [], 0
+    for by, grouping_id in zip(breakdowns, grouping_ids, strict=True):
+        names = keys[taken : taken + len(by.columns)]
+        taken += len(by.columns)
+        mine = [record for record in records if record["grouping_id"] == grouping_id]
+        results.append(
+            Breakdown(
+                title=by.title,
+                columns=list(by.columns),
+                groups=[_group(record, names) for record in mine],
+                total_groups=mine[0]["total_groups"] if mine else 0,
+            )
+        )
+    return totals, results
 
 
-def _group(record: asyncpg.Record, key_count: int) -> Group:
+def _group(record: asyncpg.Record, keys: list[str]) -> Group:
     return Group(
-        key=[_cell_value(record[f"k{index}"]) for index in range(key_count)],
+        key=[_cell_value(record[key]) for key in keys],
         events=record["events"],
         distinct_ips=record["distinct_ips"],
         distinct_users=record["distinct_users"],
@@ -703,36 +738,34 @@ async def _rows(
     ]
 
 
-_BY_ACTION = {"action": "action", "outcome": _OUTCOME}
-_BY_IP = {"ip": "ip_address"}
-_BY_USER = {"user": "coalesce(username, user_id::text)"}
+_BY_ACTION = _By("By action and outcome", {"action": "action", "outcome": _OUTCOME})
+_BY_IP = _By("By IP", {"ip": "ip_address"})
+_BY_USER = _By("By user", {"user": "coalesce(username, user_id::text)"})
 
-FormResult = tuple[list[Breakdown], list[AuditRow], int, str]
+FormAnswer = tuple[Totals, list[Breakdown], list[AuditRow], int, str]
 
 
-async def _user(conn: asyncpg.Connection, query: AuditQuery, timeout: float, totals: Totals) -> FormResult:
-    by_action = await _breakdown(conn, query, timeout, "By action and outcome", _BY_ACTION)
-    by_ip = await _breakdown(conn, query, timeout, "By IP", _BY_IP)
+async def _user(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> FormAnswer:
+    totals, breakdowns = await _summary(conn, query, timeout, _BY_ACTION, _BY_IP)
     rows = await _rows(conn, query, timeout)
-    return [by_action, by_ip], rows, totals.events - len(rows), "rows"
+    return totals, breakdowns, rows, totals.events - len(rows), "rows"
 
 
-async def _ip(conn: asyncpg.Connection, query: AuditQuery, timeout: float, totals: Totals) -> FormResult:
-    by_user = await _breakdown(conn, query, timeout, "By user", _BY_USER)
-    by_action = await _breakdown(conn, query, timeout, "By action and outcome", _BY_ACTION)
+async def _ip(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> FormAnswer:
+    totals, breakdowns = await _summary(conn, query, timeout, _BY_USER, _BY_ACTION)
     rows = await _rows(conn, query, timeout)
-    return [by_user, by_action], rows, totals.events - len(rows), "rows"
+    return totals, breakdowns, rows, totals.events - len(rows), "rows"
 
 
-async def _request(conn: asyncpg.Connection, query: AuditQuery, timeout: float, totals: Totals) -> FormResult:
+async def _request(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> FormAnswer:
+    totals = await _totals(conn, query, timeout)
     # One request's rows read best in the order they happened, as in the runbook.
     rows = await _rows(conn, query, timeout, newest_first=False)
-    return [], rows, totals.events - len(rows), "rows"
+    return totals, [], rows, totals.events - len(rows), "rows"
 
 
-async def _failed_logins(
-    conn: asyncpg.Connection, query: AuditQuery, timeout: float, totals: Totals
-) -> FormResult:
+async def _failed_logins(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> FormAnswer:
+    totals = await _totals(conn, query, timeout)
     params = Params()
     where = where_clause(query.filter, query.since, params)
     records = await conn.fetch(
@@ -752,34 +785,31 @@ async def _failed_logins(
     breakdown = Breakdown(
         title=f"Users with more than {query.min_failures} failed logins",
         columns=["username"],
-        groups=[_group(record, 1) for record in records],
+        groups=[_group(record, ["k0"]) for record in records],
         total_groups=total,
     )
-    return [breakdown], [], total - len(records), "users"
+    return totals, [breakdown], [], total - len(records), "users"
 
 
-async def _mfa(conn: asyncpg.Connection, query: AuditQuery, timeout: float, totals: Totals) -> FormResult:
-    by_reason = await _breakdown(
-        conn, query, timeout, "By reason", {"reason": "coalesce(details->>'reason', '(none)')"}
-    )
+async def _mfa(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> FormAnswer:
+    by_reason = _By("By reason", {"reason": "coalesce(details->>'reason', '(none)')"})
+    totals, breakdowns = await _summary(conn, query, timeout, by_reason)
     rows = await _rows(conn, query, timeout)
-    return [by_reason], rows, totals.events - len(rows), "rows"
+    return totals, breakdowns, rows, totals.events - len(rows), "rows"
 
 
-async def _security(
-    conn: asyncpg.Connection, query: AuditQuery, timeout: float, totals: Totals
-) -> FormResult:
+async def _security(conn: asyncpg.Connection, query: AuditQuery, timeout: float) -> FormAnswer:
     # By action alone, so that the covering (action, timestamp) index answers without the table;
     # failed logins come from their own partial index.
-    by_action = await _breakdown(conn, query, timeout, "By action", {"action": "action"})
+    totals, [by_action] = await _summary(conn, query, timeout, _By("By action", {"action": "action"}))
     failed = query.model_copy(update={"filter": AuditFilter(failed_logins=True)})
-    logins = await _breakdown(conn, failed, timeout, "", {"action": "'LOGIN (failed)'"})
+    _, [logins] = await _summary(conn, failed, timeout, _By("", {"action": "'LOGIN (failed)'"}))
     groups = list(by_action.groups)
     at = next((index + 1 for index, group in enumerate(groups) if group.key == ["LOGIN"]), len(groups))
     groups[at:at] = logins.groups
     by_action = by_action.model_copy(update={"groups": groups, "total_groups": len(groups)})
     rows = await _rows(conn, query, timeout)
-    return [by_action], rows, totals.events - len(rows), "rows"
+    return totals, [by_action], rows, totals.events - len(rows), "rows"
 
 
 _FORM_QUERIES = {
