@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import asyncpg
+import structlog
+from slack_sdk.errors import SlackApiError
 
 from adapters.postgres import PostgresAdapter
 from bot.graphs import render, upload_of
 from bot.render.common import Upload
 from bot.services import Services
 from commands import graph
+from commands.rca import GraphLink
 from commands.triage_checklist import Checklist, ChecklistError, load_checklist
+
+log = structlog.get_logger("chatops.graphs")
 
 # The audit trail's executed actions shown on graphs, and how many of a window at most.
 MARKER_LIMIT = 200
@@ -152,3 +158,55 @@ async def key_metrics_upload(
     upload = upload_of(await key_metrics_report(services, since, end))
     assert upload is not None  # rendered just above
     return upload
+
+
+def prometheus_links(services: Services, start: datetime, end: datetime) -> list[GraphLink]:
+    """Link Prometheus's own graph page for the 5xx ratio and P95 over a window (live, zoomable)."""
+    named = graph.named_targets(checklist_of(services))
+    minutes = max(1, int((end - start).total_seconds() // 60) + 1)
+    links = []
+    for key in (graph.FIVE_XX, graph.P95):
+        target = named[key]
+        query = urlencode(
+            {
+                "g0.expr": target.query,
+                "g0.tab": "0",
+                "g0.range_input": f"{minutes}m",
+                "g0.end_input": f"{end.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+            }
+        )
+        url = f"{services.settings.prometheus_url.rstrip('/')}/graph?{query}"
+        links.append(GraphLink(title=f"{target.title} in Prometheus", url=url))
+    return links
+
+
+async def incident_graph_links(
+    services: Services, channel: str | None, thread_ts: str | None, start: datetime, end: datetime
+) -> list[GraphLink]:
+    """Draw the incident's window into its thread (when Slack is there) and link it with Prometheus's."""
+    links = prometheus_links(services, start, end)
+    client = services.slack.client if services.slack is not None else None
+    if client is None or not channel:
+        return links
+    upload = await key_metrics_upload(services, since=max(end - start, timedelta(minutes=5)), end=end)
+    try:
+        answer = await client.files_upload_v2(
+            channel=channel,
+            thread_ts=thread_ts,
+            filename=upload.filename,
+            content=upload.content,
+            title=upload.title,
+            alt_txt=upload.alt_text or None,
+        )
+    except SlackApiError as error:
+        log.warning("incident_graph_not_uploaded", error=str(error.response.get("error")))
+        return links
+    files = answer.get("files") or [answer.get("file") or {}]
+    permalink = next(
+        (item.get("permalink") for item in files if isinstance(item, dict) and item.get("permalink")), None
+    )
+    if permalink:
+        links.insert(
+            0, GraphLink(title=f"{upload.title} (picture in the incident's Slack thread)", url=str(permalink))
+        )
+    return links

@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.incident_store import Incident, IncidentStore
 from adapters.postgres import PostgresAdapter
 from bot.authz import Role
+from bot.graph_runner import key_metrics_upload
 from bot.render.common import section
 from bot.render.incident import event_message, header_message
 from bot.services import Services
@@ -108,7 +109,31 @@ async def run_command(services: Services, tokens: list[str], invocation: Invocat
         contacts=settings.incident_contacts,
         resolve_user=user_resolver(client) if client is not None else None,
     )
-    return await publish(client, store, result, settings.incident_contacts)
+    published = await publish(client, store, result, settings.incident_contacts)
+    if args.graph and published.outcome == "updated" and client is not None:
+        published = await attach_graph(services, client, published)
+    return published
+
+
+async def attach_graph(services: Services, client: AsyncWebClient, result: IncidentResult) -> IncidentResult:
+    """Put the current picture of the key metrics under the update, in the incident's thread."""
+    incident = result.incident
+    if incident is None or incident.header_ts is None:
+        return result
+    upload = await key_metrics_upload(services)
+    try:
+        await client.files_upload_v2(
+            channel=incident.channel_id,
+            thread_ts=incident.header_ts,
+            filename=upload.filename,
+            content=upload.content,
+            title=upload.title,
+            alt_txt=upload.alt_text or None,
+        )
+    except SlackApiError as error:
+        problems = [*result.slack_problems, f"could not attach the graph: {_code(error)}"]
+        return result.model_copy(update={"slack_problems": problems})
+    return result
 
 
 def required_role(tokens: list[str]) -> Role:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.incident_store import Incident, IncidentStore
 from bot.backup_runner import backup_store
 from bot.config import Settings
+from bot.graph_runner import incident_graph_links
 from bot.render.rca import preview_message
 from bot.services import Services
 from commands import rca
@@ -138,6 +139,13 @@ async def run_command(services: Services, tokens: list[str], invocation: Invocat
         actor=actor,
         names=names,
         latest_backup_at=await latest_backup_at(services),
+        graphs=await incident_graph_links(
+            services,
+            incident.channel_id if not args.preview_only else None,
+            incident.header_ts,
+            incident.started_at,
+            incident.resolved_at or datetime.now(UTC),
+        ),
     )
     if args.file:
         return await file_and_show(services, client, store, incident, actor, args.force)

@@ -18,11 +18,13 @@ from adapters.incident_store import SEVERITIES, Incident, IncidentStore, Severit
 from commands.base import CommandResult, UsageError
 
 USAGE = (
-    "/incident declare <title> [sev=P1..P4] | update <text> | note <text> | sev <P1..P4>"
+    "/incident declare <title> [sev=P1..P4] | update [graph=yes] <text> | note <text> | sev <P1..P4>"
     " | commander <@user> | resolve [summary] | timeline | contacts"
     "  (before the action: inc=<number> for another incident, channel=<id> from the terminal)"
 )
 DEFAULT_SEVERITY: Severity = "P3"
+# Only as the first word of an update, so that free text with "graph=" in it stays text.
+_GRAPH_OPTION = re.compile(r"^graph=(yes|no)(?:\s+|$)", re.IGNORECASE)
 SEVERITY_NAMES: dict[str, str] = {"P1": "Critical", "P2": "High", "P3": "Medium", "P4": "Low"}
 TITLE_LIMIT = 120
 TEXT_LIMIT = 2500
@@ -77,6 +79,8 @@ class IncidentArgs(BaseModel):
     force: bool = False
     incident_id: int | None = None
     channel_id: str | None = None
+    # For an update: attach the current graph of the key metrics to it in the thread.
+    graph: bool = False
 
 
 class IncidentResult(CommandResult):
@@ -154,6 +158,10 @@ def parse(tokens: list[str]) -> IncidentArgs:
     if action == "declare":
         return _parse_declare(rest, args)
     if action in ("update", "note"):
+        graph = _GRAPH_OPTION.match(rest) if action == "update" else None
+        if graph:
+            args.graph = graph.group(1).lower() == "yes"
+            rest = rest[graph.end() :]
         args.text = _required_text(rest, f"{action} needs text: /incident {action} <text>")
     elif action == "resolve":
         args.text = _clip_text(rest)

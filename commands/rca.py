@@ -151,6 +151,13 @@ def sections_from_notes(events: list[TimelineEvent]) -> dict[str, list[str]]:
     return found
 
 
+class GraphLink(BaseModel):
+    """A picture or a live graph of the incident's window, linked from the draft."""
+
+    title: str
+    url: str
+
+
 def build_context(
     incident: Incident,
     events: list[TimelineEvent],
@@ -158,6 +165,7 @@ def build_context(
     now: datetime,
     names: dict[str, str],
     latest_backup_at: datetime | None,
+    graphs: list[GraphLink] | None = None,
 ) -> dict[str, Any]:
     """Gather what the template shows, from the incident record and its timeline."""
     notes = sections_from_notes(events)
@@ -188,6 +196,7 @@ def build_context(
         "declared_by": person_name(incident.declared_by, names),
         "backup_age": backup_age,
         "backup_at": f"{latest_backup_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if latest_backup_at else None,
+        "graphs": graphs or [],
         "now": now,
     }
 
@@ -253,11 +262,14 @@ async def draft(
     names: dict[str, str],
     latest_backup_at: datetime | None,
     now: datetime | None = None,
+    graphs: list[GraphLink] | None = None,
 ) -> RcaDraft:
     """Render the draft from the record and timeline and keep it (what was filed is remembered)."""
     now = now or datetime.now(UTC)
     events = await store.events(incident.id)
-    context = build_context(incident, events, now=now, names=names, latest_backup_at=latest_backup_at)
+    context = build_context(
+        incident, events, now=now, names=names, latest_backup_at=latest_backup_at, graphs=graphs
+    )
     body = render(templates_dir, language, context, names) + "\n" + marker(environment, incident) + "\n"
     return await store.save_draft(
         RcaDraft(

@@ -308,7 +308,15 @@ async def test_record_never_raises_when_the_state_database_is_down() -> None:
             {"action": "declare", "text": "Checkout 5xx", "severity": "P1"},
         ),
         (['declare "Quoted title" force=yes'], {"action": "declare", "text": "Quoted title", "force": True}),
-        (["update we're on it"], {"action": "update", "text": "we're on it"}),
+        (["update we're on it"], {"action": "update", "text": "we're on it", "graph": False}),
+        (
+            ["update graph=yes error rate back under 1 %"],
+            {"text": "error rate back under 1 %", "graph": True},
+        ),
+        (
+            ["update the graph=yes flag is text here"],
+            {"text": "the graph=yes flag is text here", "graph": False},
+        ),
         (["inc=#12 note x=y is text"], {"action": "note", "text": "x=y is text", "incident_id": 12}),
         (["channel=C0ABC123 sev 2"], {"action": "sev", "severity": "P2", "channel_id": "C0ABC123"}),
         (["resolve"], {"action": "resolve", "text": ""}),
@@ -384,3 +392,18 @@ async def test_migrations_apply_on_an_empty_database() -> None:
     assert result.incident is not None and result.incident.commander is None  # "terminal" is not a person
     # PostgreSQL keeps microseconds, so the duration is exact.
     assert result.duration == timedelta(minutes=5)
+
+
+async def test_an_update_can_carry_the_current_graph_into_the_thread(
+    sandbox: object, fake_slack: FakeSlack
+) -> None:
+    async with incident_bot(fake_slack) as bot:
+        await bot.answer(await bot.command("/incident", "declare Checkout returns 5xx sev=P2"))
+        header = await bot.posted(is_header)
+        await bot.answer(await bot.command("/incident", "update graph=yes error rate is falling"))
+        uploaded = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=30)
+        update = await bot.posted(lambda call: "error rate is falling" in str(call.params.get("text")))
+    assert uploaded.params["thread_ts"] == header.response["ts"] == update.params["thread_ts"]  # type: ignore[index]
+    [picture] = fake_slack.files.values()
+    assert picture.content.startswith(b"\x89PNG")
+    assert "graph=yes" not in block_text(update.params["blocks"])

@@ -511,3 +511,27 @@ def test_the_terminal_previews_without_posting(fake_slack: FakeSlack) -> None:
     assert shown.stdout.startswith("## Incidente: Checkout returns 5xx")
     assert "**Duração:** 45 min" in shown.stdout
     assert fake_slack.calls_to("chat.postMessage") == []
+
+
+async def test_the_draft_links_the_graph_of_the_whole_incident_window(
+    sandbox: object, fake_slack: FakeSlack, github: FakeGitHub
+) -> None:
+    async with incident_bot(fake_slack, github) as bot:
+        await bot.answer(await bot.command("/incident", "declare Checkout returns 5xx sev=P2"))
+        header = await bot.posted(is_header)
+        thread = str(header.response["ts"])  # type: ignore[index]
+        await bot.answer(await bot.command("/incident", "resolve rolled back"))
+        await bot.answer(await bot.command("/rca", ""))
+        uploaded = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=30)
+        await bot.answer(await bot.command("/rca", "1 file"))
+    # The picture of the incident's window went into the incident's thread...
+    assert uploaded.params["thread_ts"] == thread
+    [picture] = fake_slack.files.values()
+    assert picture.content.startswith(b"\x89PNG")
+    # ...and the filed issue links it, with Prometheus's live graphs of the same window.
+    [issue] = github.issues.values()
+    body = issue["body"]
+    assert "### Graphs" in body
+    assert f"slack.com/files/{fake_slack.bot_user_id}/{picture.id}" in body
+    assert body.count("/graph?g0.expr=") == 2
+    assert "g0.range_input=" in body and "g0.end_input=" in body
