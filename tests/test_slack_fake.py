@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk import WebClient
@@ -24,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.conftest import serve_app
 from tests.fakes import (
     FakeSlack,
     block_actions_payload,
@@ -383,22 +382,8 @@ async def serve_bolt(app: AsyncApp) -> AsyncIterator[str]:
         return await handler.handle(request)
 
     web_app = Starlette(routes=[Route("/slack/events", endpoint=endpoint, methods=["POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(web_app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}/slack/events"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_app(web_app) as base:
+        yield f"{base}/slack/events"
 
 
 def make_bolt_app(fake: FakeSlack, ran: list[str]) -> AsyncApp:
