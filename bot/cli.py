@@ -18,7 +18,7 @@ from bot.observability import configure_logging
 from bot.render.common import terminal_console
 from bot.runtime import Runtime
 from bot.services import Services
-from bot.state import migrate
+from bot.state import migrate, migrate_best_effort
 from commands.base import CommandResult, UsageError
 from commands.destructive import Proposal
 
@@ -116,7 +116,7 @@ async def run_command(
     runtime = Runtime.build(settings)
     services = runtime.services
     try:
-        await _migrate_quietly(services)
+        await migrate_best_effort(services.state_db, services.settings.dependency_timeout_seconds)
         invocation = Invocation(request_id=new_request_id(), source="cli", user_id=settings.cli_user)
         try:
             result = await execute(spec, services, tokens, invocation)
@@ -156,16 +156,6 @@ async def _write_picture(name: str, result: CommandResult, path: str) -> int | N
     # stderr: with --json, stdout holds the JSON only.
     print(f"wrote {path} ({len(png):,} bytes)", file=sys.stderr)
     return None
-
-
-async def _migrate_quietly(services: Services) -> None:
-    # A terminal command must work when the bot's own database is down: migrations are best effort.
-    try:
-        await asyncio.wait_for(
-            migrate(services.state_db), timeout=services.settings.dependency_timeout_seconds
-        )
-    except Exception as error:
-        log.warning("state_db_not_migrated", error=type(error).__name__)
 
 
 async def _migrate(settings: Settings) -> int:

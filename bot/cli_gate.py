@@ -17,6 +17,7 @@ from bot.render.common import terminal_console
 from bot.render.gate import terminal_execution, terminal_plan
 from bot.render.steps import StepBars
 from bot.runtime import Runtime
+from bot.state import migrate_best_effort
 from commands.base import UsageError
 from commands.destructive import Proposal
 
@@ -109,9 +110,7 @@ async def run_gate_command(settings: Settings, name: str, tokens: list[str], as_
     """Run `chatops mfa ...`, `chatops approve <id>` or `chatops audit-trail ...`."""
     runtime = Runtime.build(settings)
     try:
-        from bot.cli import _migrate_quietly
-
-        await _migrate_quietly(runtime.services)
+        await migrate_best_effort(runtime.services.state_db, settings.dependency_timeout_seconds)
         if name == "audit-trail":
             return await _audit_trail(runtime, tokens, as_json)
         user = _need_user(settings)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from importlib import resources
 
+import structlog
+
 from adapters.postgres import PostgresAdapter
+
+log = structlog.get_logger("chatops.state")
 
 # Any number will do as long as it is fixed: replicas starting together take turns on it.
 _MIGRATION_LOCK = 7_340_021
@@ -51,3 +56,11 @@ async def migrate(state_db: PostgresAdapter) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now
+
+
+async def migrate_best_effort(state_db: PostgresAdapter, timeout: float) -> None:
+    """Migrate, but let a terminal command go on when the bot's own database is down."""
+    try:
+        await asyncio.wait_for(migrate(state_db), timeout=timeout)
+    except Exception as error:
+        log.warning("state_db_not_migrated", error=type(error).__name__)
