@@ -20,6 +20,7 @@ from tests.fakes import (
     FakeSlack,
     block_actions_payload,
     signed_interaction_request,
+    signed_slash_command_request,
     view_submission_payload,
 )
 from tests.gate_helpers import (
@@ -178,3 +179,56 @@ async def test_mfa_enroll_goes_to_a_dm_with_a_qr_code_and_confirms(fake_slack: F
         confirmed = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
         assert "MFA enrolled" in confirmed.params["text"]
         assert (await runtime.mfa.status(USER)).confirmed
+
+
+async def test_five_wrong_codes_lock_step_up_and_alert_the_channel(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
+        await post_command(url, "/drill", "1")
+        plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        approval_id = plan_post.params["blocks"][-1]["elements"][0]["value"]
+        wrong = view_submission_payload(MFA_VIEW, totp_values("000000"), private_metadata=approval_id)
+        answers = [(await interact(url, wrong)).json() for _ in range(5)]
+        alert = await fake_slack.wait_for_call_async(
+            "chat.postMessage",
+            predicate=lambda call: "locked out" in str(call.params.get("text")),
+            timeout=10,
+        )
+    assert all(answer["response_action"] == "errors" for answer in answers)
+    assert "step-up locked until" in answers[-1]["errors"][TOTP_BLOCK]
+    assert alert.params["channel"] == CHANNEL
+    assert "<@U0ONCALL01> is locked out of MFA step-up after 5 wrong codes" in alert.params["text"]
+    assert await drill_value(runtime.services) == 0
+
+
+async def test_operators_can_be_a_slack_user_group(fake_slack: FakeSlack) -> None:
+    fake_slack.set_usergroup("S0OPSTEAM", [USER])
+    dsn = await recreate_database("chatops_test_gate_slack")
+    async with running_bot(
+        fake_slack, state_database_url=dsn, secret_key=SECRET_KEY, operators=["S0OPSTEAM"]
+    ) as (
+        url,
+        runtime,
+    ):
+        assert await runtime.authorizer.allowed(USER, "operator")
+        assert not await runtime.authorizer.allowed(OTHER, "operator")
+        await post_command(url, "/drill", "1")  # USER is a member but not enrolled: the gate says so
+        told = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+    assert "not enrolled in MFA" in told.params["text"]
+    assert fake_slack.calls_to("usergroups.users.list")[0].params["usergroup"] == "S0OPSTEAM"
+
+
+async def test_only_mfa_administrators_reset_an_enrollment(fake_slack: FakeSlack) -> None:
+    async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
+        body, headers = signed_slash_command_request(
+            SIGNING_SECRET, command="/mfa", text=f"reset <@{USER}|oncall>", user_id=OTHER, channel_id=CHANNEL
+        )
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.post(f"{url}/slack/events", content=body, headers=headers)
+        refused = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+        assert "only MFA administrators" in refused.params["text"]
+        assert (await runtime.mfa.status(USER)).confirmed
+        fake_slack.reset()
+        await post_command(url, "/mfa", f"reset <@{OTHER}|other>")  # USER is the administrator
+        done = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+    assert "MFA enrollment of <@U0OTHER001> removed" in done.params["text"]
+    assert not (await runtime.mfa.status(OTHER)).enrolled
