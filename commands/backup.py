@@ -429,9 +429,15 @@ async def _copy_objects(sources: BackupSources, staging: Staging, meter: Meter) 
     await meter.start(step)
     started = time.perf_counter()
     listing: list[tuple[str, ObjectInfo]] = []
-    for bucket in sources.buckets:
-        listing += [(bucket, info) for info in await sources.transfer.list_objects(bucket)]
     part = _ObjectsPart()
+    for bucket in sources.buckets:
+        try:
+            listing += [(bucket, info) for info in await sources.transfer.list_objects(bucket)]
+        except DependencyError as error:
+            if error.reason != "not found":
+                raise
+            # A lost bucket is what a restore may be about: back it up as empty, and say so.
+            part.warnings.append(f"bucket {bucket} does not exist")
     total_bytes = sum(info.size for _, info in listing)
     done = {"objects": 0, "bytes": 0}
     claimed: set[str] = set()
@@ -630,6 +636,8 @@ class PruneResult(CommandResult):
     delete: list[StoredBackup]
     kept: list[str]
     leftovers: list[str]
+    count: int = 0
+    size: int = 0
 
 
 @dataclass
@@ -639,6 +647,8 @@ class PruneChoice:
     delete: list[StoredBackup]
     kept: list[str]
     leftovers: list[str]
+    count: int = 0
+    size: int = 0
 
 
 async def choose_prune(store: BackupStore, keep_days: int, now: datetime) -> PruneChoice:
@@ -657,7 +667,8 @@ async def choose_prune(store: BackupStore, keep_days: int, now: datetime) -> Pru
     if not verified:
         kept.append("no backup has been verified yet: run /restore verify <id>")
     leftovers = sorted(item.name for item in await store.leftovers() if item.age > ABANDONED_AFTER)
-    return PruneChoice(delete=delete, kept=kept, leftovers=leftovers)
+    size = sum(item.size for item in backups)
+    return PruneChoice(delete=delete, kept=kept, leftovers=leftovers, count=len(backups), size=size)
 
 
 async def plan_prune(store: BackupStore, args: PruneArgs, now: datetime) -> PruneResult | Proposal:
@@ -675,7 +686,7 @@ async def plan_prune(store: BackupStore, args: PruneArgs, now: datetime) -> Prun
     freed = sum(item.size for item in choice.delete)
     plan = Plan(
         title=f"Delete {len(choice.delete)} backup(s) older than {args.keep_days} days",
-        current=[f"backup store {store.location}"],
+        current=[f"{choice.count} backup(s), {human_size(choice.size)}, in {store.location}"],
         target=[f"delete {item.line()}" for item in choice.delete]
         + [f"remove unfinished backup {name}" for name in choice.leftovers],
         kept=choice.kept,

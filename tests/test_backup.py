@@ -20,6 +20,9 @@ import asyncpg
 import pytest
 from rich.console import Console
 
+from adapters import pg_tools
+from adapters.base import DependencyError
+from adapters.pg_tools import split_password
 from bot.render.steps import StepBars
 from commands.backup import BackupResult, Meter, PruneResult, progress_detail
 from commands.backup_store import (
@@ -389,3 +392,32 @@ async def test_step_bars_print_plain_lines_without_a_terminal() -> None:
         "  [running] restore objects 42% · 420/1,000 objects",
         "  [done] restore objects 1,000 written",
     ]
+
+
+def test_the_password_is_taken_out_of_the_url() -> None:
+    url, password = split_password("postgresql://app:s%40cret@db.example:5433/platform?sslmode=require")
+    assert (url, password) == ("postgresql://app@db.example:5433/platform?sslmode=require", "s@cret")
+    url, password = split_password("postgresql://app@[::1]/platform?password=other&application_name=x")
+    assert (url, password) == ("postgresql://app@[::1]/platform?application_name=x", "other")
+    assert split_password("postgresql://postgres@127.0.0.1/x") == ("postgresql://postgres@127.0.0.1/x", None)
+
+
+async def test_pg_dump_gets_the_password_in_its_environment_never_in_its_arguments(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def capture(*argv: str, **kwargs: Any) -> Any:
+        seen["argv"], seen["env"] = argv, kwargs["env"]
+        raise FileNotFoundError(argv[0])
+
+    monkeypatch.setattr(pg_tools.asyncio, "create_subprocess_exec", capture)
+    tools = pg_tools.PgTools("postgresql://app:hunter2@127.0.0.1:5432/platform", 2.0)
+    with pytest.raises(DependencyError):
+        await tools.dump(tmp_path / "x.dump", timeout=5)
+    assert not any("hunter2" in part for part in seen["argv"])
+    assert seen["env"]["PGPASSWORD"] == "hunter2"
+    with pytest.raises(DependencyError):
+        await tools.restore(tmp_path / "x.dump", timeout=5)
+    assert not any("hunter2" in part for part in seen["argv"])
+    assert seen["argv"][:2] == ("pg_restore", "--single-transaction") and "--clean" in seen["argv"]

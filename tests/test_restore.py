@@ -36,6 +36,7 @@ from tests.restore_helpers import (
     bucket_fingerprint,
     change_everything,
     db_fingerprint,
+    empty_bucket,
     platform,
     project,  # noqa: F401  (module fixture)
     step_names,
@@ -445,3 +446,15 @@ async def test_the_plan_is_refused_when_the_backup_changed_after_it_was_shown(pl
     with pytest.raises(Refused) as refused:
         await plat.world.run(proposal, OPS1, typed_word="RESTORE", second=OPS2)
     assert refused.value.reason == "plan_changed" and refused.value.new_plan is not None
+
+
+async def test_a_lost_bucket_is_recreated_from_the_backup(plat: Platform) -> None:
+    objects_before = await asyncio.to_thread(bucket_fingerprint, plat.settings, PLATFORM_BUCKET)
+    taken = await plat.backup("storage")
+    await asyncio.to_thread(empty_bucket, plat.settings, PLATFORM_BUCKET)
+    await asyncio.to_thread(s3_client(plat.settings).delete_bucket, Bucket=PLATFORM_BUCKET)
+    result, _ = await plat.restore(taken.id)
+    assert result.succeeded, (result.summary, result.state)
+    assert await asyncio.to_thread(bucket_fingerprint, plat.settings, PLATFORM_BUCKET) == objects_before
+    emergency = await plat.manifest(result.way_back.removeprefix("chatops restore ").split()[0])
+    assert emergency.objects == [] and emergency.warnings == [f"bucket {PLATFORM_BUCKET} does not exist"]
