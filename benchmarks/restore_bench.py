@@ -324,6 +324,8 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         await services.aclose()
         await asyncio.to_thread(stop_backend, settings)
+        if not args.keep:
+            await clean_up(settings, args.concurrency)
     report_figures(figures, db_bytes, object_bytes, args)
 
 
@@ -392,6 +394,18 @@ async def one_round(
     return figures
 
 
+async def clean_up(settings: Settings, threads: int) -> None:
+    """Drop the benchmark's database, bucket and files: a gigabyte is not left on a shared machine."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await asyncio.to_thread(empty, settings, threads)
+    await asyncio.to_thread(s3(settings, threads).delete_bucket, Bucket=BUCKET)
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
 def report_figures(
     figures: dict[str, list[float]], db_bytes: int, object_bytes: int, args: argparse.Namespace
 ) -> None:
@@ -455,6 +469,7 @@ def main() -> None:
     parser.add_argument("--object-kb", type=int, default=256, help="average object size, in KB")
     parser.add_argument("--concurrency", type=int, default=8, help="threads for objects, both sides")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the database, bucket and files")
     parser.add_argument("--quick", action="store_true", help="a 100 MB database and 200 objects")
     args = parser.parse_args()
     if args.quick:
