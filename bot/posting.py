@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
@@ -128,3 +129,40 @@ def split_message(message: Message) -> list[Message]:
         )
         for index, chunk in enumerate(chunks)
     ]
+
+
+Responder = Callable[..., Awaitable[Any]]
+
+
+class ResponseUrlSpent(Exception):
+    """The command's response_url was used five times or is over thirty minutes old."""
+
+
+class ResponseUrl:
+    """A command's response_url, used within Slack's limits: five uses, thirty minutes.
+
+    Past them Slack drops the message silently; callers catch ResponseUrlSpent and post through
+    the Web API instead.
+    """
+
+    MAX_USES = 5
+    LIFETIME_SECONDS = 30 * 60.0
+
+    def __init__(self, respond: Responder, clock: Callable[[], float] = time.monotonic) -> None:
+        self._respond = respond
+        self._clock = clock
+        self._born = clock()
+        self.uses = 0
+
+    def usable(self) -> bool:
+        """Return whether Slack still accepts messages on this response_url."""
+        return self.uses < self.MAX_USES and self._clock() - self._born < self.LIFETIME_SECONDS
+
+    async def __call__(self, **message: Any) -> Any:
+        """Send a message through the response_url, or raise ResponseUrlSpent."""
+        if not self.usable():
+            raise ResponseUrlSpent(
+                f"response_url used {self.uses} times, {self._clock() - self._born:.0f} s old"
+            )
+        self.uses += 1
+        return await self._respond(**message)

@@ -16,7 +16,7 @@ from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate import Approval, Refused
 from bot.mfa_commands import MFA_USAGE, run_mfa_command
-from bot.posting import ChannelPacer, split_message
+from bot.posting import ChannelPacer, Responder, ResponseUrl, ResponseUrlSpent, split_message
 from bot.render.common import Message, SlackReply, error_text, escape
 from bot.render.gate import (
     CANCEL_ACTION,
@@ -76,9 +76,9 @@ def _command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Await
     ) -> None:
         await ack()  # first, before any I/O: Slack gives us three seconds
         async with runtime.in_flight.track():
-            await run_and_answer(command, client, respond)
+            await run_and_answer(command, client, ResponseUrl(respond))
 
-    async def run_and_answer(command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
+    async def run_and_answer(command: dict[str, Any], client: AsyncWebClient, respond: Responder) -> None:
         channel = command.get("channel_id", "")
         user = command.get("user_id", "")
         invocation = Invocation(request_id=new_request_id(), source="slack", user_id=user, channel_id=channel)
@@ -108,7 +108,7 @@ def _command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Await
 
 async def post_result(
     client: AsyncWebClient,
-    respond: AsyncRespond,
+    respond: Responder,
     channel: str,
     spec: CommandSpec,
     result: CommandResult,
@@ -126,7 +126,15 @@ async def post_result(
     first, *overflow = split_message(reply.main)
     main = first
     if reply.ephemeral:  # the command posted what everyone sees itself; this answer is the caller's
-        await respond(text=main.text, blocks=main.blocks, response_type="ephemeral", replace_original=False)
+        try:
+            await respond(
+                text=main.text, blocks=main.blocks, response_type="ephemeral", replace_original=False
+            )
+        except ResponseUrlSpent:
+            if user:
+                await client.chat_postEphemeral(
+                    channel=channel, user=user, text=main.text, blocks=main.blocks
+                )
         return None
     # In a channel with an open incident, results go to its thread and into its timeline.
     incident_thread = await incidents.record(services.state_db, channel, f"/{spec.name}", main.text, user)
@@ -144,7 +152,10 @@ async def post_result(
         if code not in _NOT_POSTABLE:
             raise
         # The bot is not in that channel (a private one or a DM): the response_url still works there.
-        await respond(text=main.text, blocks=main.blocks, response_type="in_channel")
+        try:
+            await respond(text=main.text, blocks=main.blocks, response_type="in_channel")
+        except ResponseUrlSpent as spent:
+            log.error("result_undeliverable", channel=channel, reason=str(spent))
         return None
     ts = str(answer.get("ts"))
     parent = thread_ts or ts
@@ -167,14 +178,17 @@ async def post_result(
 
 
 async def tell_caller(
-    client: AsyncWebClient, respond: AsyncRespond | None, channel: str, user: str, text: str
+    client: AsyncWebClient, respond: Responder | None, channel: str, user: str, text: str
 ) -> None:
     """Answer only the person who acted."""
     try:
         await client.chat_postEphemeral(channel=channel, user=user, text=text)
     except SlackApiError:
         if respond is not None:
-            await respond(text=text, response_type="ephemeral")
+            try:
+                await respond(text=text, response_type="ephemeral")
+            except ResponseUrlSpent as spent:
+                log.error("answer_undeliverable", channel=channel, reason=str(spent))
 
 
 def _error_code(error: SlackApiError) -> str:
@@ -187,7 +201,7 @@ def _error_code(error: SlackApiError) -> str:
 async def propose(
     runtime: Runtime,
     client: AsyncWebClient,
-    respond: AsyncRespond | None,
+    respond: Responder | None,
     proposal: Proposal,
     invocation: Invocation,
 ) -> Approval | None:

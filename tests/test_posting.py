@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.commands_registry import CommandSpec
 from bot.observability import BotMetrics
-from bot.posting import ChannelPacer, install_rate_limit_retry, split_message
-from bot.render.common import Message, section
+from bot.posting import ChannelPacer, ResponseUrl, ResponseUrlSpent, install_rate_limit_retry, split_message
+from bot.render.common import Message, SlackReply, section
+from bot.slack_app import post_result
+from commands.base import CommandResult
 from tests.conftest import BOT_TOKEN
 from tests.fakes import FakeSlack, validate_blocks
 
@@ -65,3 +69,48 @@ async def test_a_429_is_retried_after_retry_after_and_counted(fake_slack: FakeSl
     assert time.monotonic() - started >= 1.0
     assert len(fake_slack.calls_to("chat.postMessage")) == 2
     assert metrics.slack_rate_limited.labels("chat.postMessage")._value.get() == 1
+
+
+async def test_a_response_url_is_used_five_times_at_most_and_for_thirty_minutes() -> None:
+    sent: list[dict[str, object]] = []
+
+    async def respond(**message: object) -> None:
+        sent.append(message)
+
+    now = [0.0]
+    url = ResponseUrl(respond, clock=lambda: now[0])
+    for index in range(5):
+        await url(text=f"answer {index}")
+    with pytest.raises(ResponseUrlSpent):
+        await url(text="a sixth")
+    assert [item["text"] for item in sent] == [f"answer {index}" for index in range(5)]
+
+    fresh = ResponseUrl(respond, clock=lambda: now[0])
+    now[0] += 30 * 60 + 1
+    with pytest.raises(ResponseUrlSpent):
+        await fresh(text="too late")
+    assert len(sent) == 5
+
+
+async def test_an_answer_for_the_caller_only_falls_back_to_the_web_api_once_the_url_is_spent(
+    fake_slack: FakeSlack,
+) -> None:
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    now = [0.0]
+
+    async def respond(**message: object) -> None:
+        raise AssertionError("a spent response_url must not be called")
+
+    spent = ResponseUrl(respond, clock=lambda: now[0])
+    now[0] += 31 * 60
+    spec = CommandSpec(
+        name="whoami",
+        summary="",
+        usage="",
+        run=lambda services, tokens, invocation: None,  # type: ignore[arg-type, return-value]
+        slack=lambda result: SlackReply(main=Message(text="only for you", blocks=[]), ephemeral=True),
+        terminal=lambda result, console: None,
+    )
+    await post_result(client, spent, "C0INCIDENT", spec, CommandResult(), None, user="U0ONCALL01")  # type: ignore[arg-type]
+    [call] = fake_slack.calls_to("chat.postEphemeral")
+    assert call.params["user"] == "U0ONCALL01" and call.params["text"] == "only for you"
