@@ -200,7 +200,10 @@ async def test_containers_running_version_cpu_and_a_stopped_backend(stack: Setti
     found = by_id(report)
     assert found["containers_running"].figure == "1 of 1 running"
     assert found["backend_version"].figure == "v2.0.5"
-    assert found["containers_cpu"].value is not None and found["containers_cpu"].status == "ok"
+    cpu = found["containers_cpu"]
+    # The figure is the container's real CPU, which a busy machine moves: judge it by the thresholds.
+    assert cpu.value is not None and cpu.value >= 0
+    assert cpu.status == ("critical" if cpu.value > 0.95 else "warn" if cpu.value > 0.8 else "ok")
     assert found["containers_memory"].value is not None and found["containers_memory"].value < 0.8
     assert found["containers_restarts"].status == "ok"
     client = manager.docker_client(stack)
