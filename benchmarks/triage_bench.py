@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bot.config import Settings
 from bot.services import Services
-from commands import logsearch, triage
+from commands import triage
 from commands.triage_checklist import load_checklist
 
 LATENCY_MS = {"prometheus": 150, "postgres": 100, "redis": 50, "s3": 200, "engine": 120}
@@ -305,7 +305,6 @@ import json, re, sys, time
 from pathlib import Path
 from commands import logsearch
 path, text = Path(sys.argv[1]), sys.argv[2]
-logsearch.READ_AHEAD = {"auto": None, "on": True, "off": False}[sys.argv[3]]
 started = time.perf_counter()
 found = logsearch.search([path], text) if text else None
 elapsed = time.perf_counter() - started
@@ -314,10 +313,10 @@ print(json.dumps({"seconds": elapsed, "matches": len(found.records) if found els
 """
 
 
-def run_ours(path: Path, text: str, read_ahead: str = "auto") -> dict[str, float]:
+def run_ours(path: Path, text: str) -> dict[str, float]:
     """Look the id up in a fresh interpreter; return its time, matches and peak memory."""
     done = subprocess.run(
-        [sys.executable, "-c", _OURS, str(path), text, read_ahead],
+        [sys.executable, "-c", _OURS, str(path), text],
         capture_output=True,
         text=True,
         check=True,
@@ -365,21 +364,15 @@ def trace_part(size_mb: int, runs: int) -> list[str]:
         )  # both start from page cache
     idle = run_ours(big, "")
     load = os.getloadavg()[0]
-    chosen = "read-ahead thread" if logsearch.spare_core() else "one thread"
     ours_small = _timed(runs, lambda: run_ours(small, TRACE))
     ours = _timed(runs, lambda: run_ours(big, TRACE))
     grep = _timed(runs, lambda: run_grep_jq(big, TRACE))
-    forced = {mode: _timed(runs, lambda mode=mode: run_ours(big, TRACE, mode)) for mode in ("on", "off")}
     gigabytes = big.stat().st_size / 1e9
     print(f"trace lookup in {big} ({gigabytes:.2f} GB), {runs} runs each, page cache warm")
-    print(f"  load average {load:.1f} on {os.cpu_count()} cores: the search chose {chosen}")
+    print(f"  load average {load:.1f} on {os.cpu_count()} cores")
     print(
         f"  chatops (logsearch.search): median {ours['median']:.2f} s, best {ours['best']:.2f} s,"
         f" {ours['matches']:.0f} lines, {gigabytes / ours['median']:.1f} GB/s"
-    )
-    print(
-        f"    forced read-ahead thread: median {forced['on']['median']:.2f} s;"
-        f" forced one thread: median {forced['off']['median']:.2f} s"
     )
     print(
         f"  grep -F | jq -c .:          median {grep['median']:.2f} s, best {grep['best']:.2f} s,"

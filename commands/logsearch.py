@@ -13,8 +13,6 @@ import heapq
 import io
 import json
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,9 +21,6 @@ from typing import Any
 
 # Big enough that Python overhead per chunk is nothing, small enough to stay in the CPU caches.
 CHUNK_BYTES = 1 << 20
-BUFFERS = 3
-# Read ahead in a second thread: None decides per search (when a core is idle), True or False forces it.
-READ_AHEAD: bool | None = None
 # A "line" longer than this is no log line: it is dropped, counted as not JSON.
 MAX_LINE_BYTES = 1 << 20
 # Log writers append in time order, but concurrent writers interleave: look this far back.
@@ -196,70 +191,23 @@ def _open(path: Path) -> io.RawIOBase | gzip.GzipFile:
     return stream
 
 
-def spare_core() -> bool:
-    """Tell whether another core is likely idle (the 1-minute load is below the cores minus one)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return False
-    return cores > 1 and load < cores - 1
+def _chunks(stream: io.RawIOBase | gzip.GzipFile) -> Iterator[tuple[bytearray, int]]:
+    """Yield (buffer, bytes in it) until the end, reusing one buffer: memory stays flat.
 
-
-def _chunks(stream: io.RawIOBase | gzip.GzipFile, read_ahead: bool) -> Iterator[tuple[bytearray, int]]:
-    """Yield (buffer, bytes in it) until the end; a buffer is reused once the next one is asked for.
-
-    With `read_ahead`, a thread reads the next chunks while the caller searches this one: reading
-    (a system call, or zlib for .gz) releases the GIL, so the two overlap on two cores. On a busy
-    machine every hand-over waits for the scheduler, so then one thread reads and searches in turn.
+    One thread reads and searches in turn. A reader thread handing buffers over was measured
+    slower, idle machine or busy (benchmarks/triage_bench.py): every hand-over waits on the GIL.
     """
-    if not read_ahead:
-        buffer = bytearray(CHUNK_BYTES)
-        while count := stream.readinto(buffer) or 0:
-            yield buffer, count
-        return
-    free: queue.Queue[bytearray | None] = queue.Queue()
-    full: queue.Queue[tuple[bytearray, int] | BaseException] = queue.Queue()
-    for _ in range(BUFFERS):
-        free.put(bytearray(CHUNK_BYTES))
-
-    def read() -> None:
-        try:
-            while (buffer := free.get()) is not None:
-                count = stream.readinto(buffer) or 0
-                full.put((buffer, count))
-                if not count:
-                    return
-        except BaseException as error:  # handed to the searching thread, which raises it
-            full.put(error)
-
-    reader = threading.Thread(target=read, name="logsearch-read", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = full.get()
-            if isinstance(item, BaseException):
-                raise item
-            buffer, count = item
-            if not count:
-                return
-            yield buffer, count
-            free.put(buffer)
-    finally:
-        free.put(None)  # let the reader stop, whether it waits for a buffer or finishes a read
-        reader.join(timeout=30)
+    buffer = bytearray(CHUNK_BYTES)
+    while count := stream.readinto(buffer) or 0:
+        yield buffer, count
 
 
 def _search_stream(
     stream: io.RawIOBase | gzip.GzipFile, needle: bytes, found: Callable[[bytes], None], stats: ScanStats
 ) -> None:
     """Call `found` with every line holding `needle`, reading fixed buffers: memory stays flat."""
-    read_ahead = spare_core() if READ_AHEAD is None else READ_AHEAD
     carry = b""
-    for buffer, count in _chunks(stream, read_ahead):
+    for buffer, count in _chunks(stream):
         stats.bytes_read += count
         first = buffer.find(b"\n", 0, count)
         if first < 0:

@@ -172,12 +172,8 @@ async def test_lookup_with_the_database_down_still_reads_the_logs(log_dir: Path)
     assert report.audit_problem is not None and report.audit_problem.startswith("refused")
 
 
-@pytest.mark.parametrize("read_ahead", [True, False])
-def test_search_streams_lines_cut_across_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_ahead: bool
-) -> None:
+def test_search_streams_lines_cut_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logsearch, "CHUNK_BYTES", 97)  # far smaller than a line: every line is cut
-    monkeypatch.setattr(logsearch, "READ_AHEAD", read_ahead)
     path = tmp_path / "small.log"
     lines = [
         request_line(NOW + timedelta(seconds=i), "/p", 200, TRACE if i % 7 == 0 else None) for i in range(200)
@@ -192,7 +188,6 @@ def test_search_streams_lines_cut_across_chunks(
     st.lists(st.tuples(st.booleans(), st.text('abcxyz{}": ', max_size=60)), max_size=40),
     st.integers(min_value=8, max_value=300),
     st.booleans(),
-    st.booleans(),
 )
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_search_finds_exactly_what_grep_would(
@@ -201,10 +196,8 @@ def test_search_finds_exactly_what_grep_would(
     lines: list[tuple[bool, str]],
     chunk: int,
     trailing: bool,
-    read_ahead: bool,
 ) -> None:
     monkeypatch.setattr(logsearch, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(logsearch, "READ_AHEAD", read_ahead)
     needle = "NEEDLE42"
     text_lines = [
         json.dumps({"n": index, "text": text + (needle if has else "")})
