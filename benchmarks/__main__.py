@@ -57,7 +57,8 @@ def run_one(path: Path, quick: bool) -> tuple[list[tuple[str, str]], int]:
 def table(rows: list[tuple[str, str, str]]) -> str:
     """Write the rows as a Markdown table."""
     lines = ["| benchmark | what | figure |", "| --- | --- | --- |"]
-    lines += [f"| {bench} | {what} | {figure} |" for bench, what, figure in rows]
+    # A | inside a cell would end it: Markdown wants it escaped.
+    lines += ["| " + " | ".join(cell.replace("|", r"\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -280,6 +280,8 @@ async def bench_forms(dsn: str, repeat: int, psql_repeat: int) -> None:
         print(
             f"{'form':<32} {'/audit median':>13} {'p95':>8} {'rows':>7} {'runbook via psql':>17} {'ratio':>8}"
         )
+        medians: dict[str, float] = {}
+        request_ratio = None
         for case in cases(request_id):
             request = audit.parse(case.tokens)
             assert isinstance(request, audit.AuditQuery)
@@ -295,6 +297,9 @@ async def bench_forms(dsn: str, repeat: int, psql_repeat: int) -> None:
                 continue
             runbook = psql_median_ms(dsn, case.runbook_sql, psql_repeat)
             ratio = runbook / median
+            medians[case.label] = median
+            if case.tokens[:1] == ["request"]:
+                request_ratio = ratio
             print(
                 f"{case.label:<32} {median:>10.1f} ms {p95:>5.1f} ms {report.totals.events:>7,}"
                 f" {runbook:>14.1f} ms {ratio:>7.1f}x",
@@ -305,6 +310,13 @@ async def bench_forms(dsn: str, repeat: int, psql_repeat: int) -> None:
         print("plans (the rows query of each form):")
         for case in cases(request_id):
             print(f"  {case.label:<32} {await plan_of(db, case.tokens)}")
+        if medians:
+            slowest = max(medians, key=medians.__getitem__)
+            print(f"SUMMARY\t/audit slowest form median ({slowest})\t{medians[slowest]:.0f} ms")
+        if request_ratio is not None:
+            print(
+                f"SUMMARY\t/audit request vs the runbook's details::text LIKE\t{request_ratio:,.0f}x faster"
+            )
     finally:
         await db.aclose()
 
@@ -374,6 +386,7 @@ def bench_export(dsn: str, rows: int) -> None:
         f"  {'format':<6} {'rows/s':>9} {'seconds':>8} {'size':>9} {'RSS start':>10} {'first 1/4':>10}"
         f" {'last 1/4':>9} {'peak RSS':>9}"
     )
+    summary: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
         for fmt in ("csv", "json"):
             output = str(Path(folder) / f"export.{fmt}")
@@ -386,6 +399,10 @@ def bench_export(dsn: str, rows: int) -> None:
                 print(f"  {fmt:<6} failed: {done.stderr.strip().splitlines()[-1:]}")
                 continue
             figures = json.loads(done.stdout.strip().splitlines()[-1])
+            summary.append(
+                f"SUMMARY\t/audit export of {rows:,} rows as {fmt}: rows/s, peak memory"
+                f"\t{figures['rows_per_second']:,.0f} rows/s, {figures['peak_rss_mb']:.0f} MB"
+            )
             print(
                 f"  {fmt:<6} {figures['rows_per_second']:>9,.0f} {figures['seconds']:>8.1f}"
                 f" {figures['bytes'] / 1e6:>6.0f} MB {figures['rss_start_mb']:>7.0f} MB"
@@ -400,6 +417,8 @@ def bench_export(dsn: str, rows: int) -> None:
             subprocess.run(["psql", "-X", "-q", dsn, "-c", copy], stdout=sink, check=True, timeout=3600)
         seconds = time.perf_counter() - started
         print(f"  runbook's psql COPY ... CSV: {rows / seconds:,.0f} rows/s ({seconds:.1f} s) for comparison")
+    for line in summary:
+        print(line)
 
 
 # ---------------------------------------------------------------- main
@@ -425,9 +444,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop", action="store_true", help="drop the database at the end")
     parser.add_argument("--no-export", action="store_true", help="time the forms only")
     parser.add_argument("--export-only", action="store_true", help="time the export only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="500,000 rows and an export of 100,000, in a database of their own",
+    )
     parser.add_argument("--export-child", choices=("csv", "json"), help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.export_rows, args.repeat = 500_000, 100_000, 7
+        args.dsn = args.dsn.rsplit("/", 1)[0] + "/chatops_bench_audit_quick"
     if args.export_child:
         export_child(args.dsn, args.export_child, args.export_rows, args.output)
         return 0

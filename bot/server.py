@@ -42,7 +42,7 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -51,6 +51,9 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
             Route("/alerts", alerts_endpoint(services, slack_app.client), methods=["POST"]),
         ]
     )
+    # serve() waits on it at shutdown: acknowledged requests may still be queued for Bolt.
+    app.state.fast_ack = events
+    return app
 
 
 async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
@@ -147,7 +150,9 @@ async def serve(settings: Settings) -> int:
     finally:
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
-        # Commands already acknowledged still owe their answer: let them finish.
+        # Commands already acknowledged still owe their answer: let the queued ones reach their
+        # handlers, then let every handler finish.
+        await web_app.state.fast_ack.drain(timeout=settings.shutdown_drain_seconds)
         left = await runtime.in_flight.drain(timeout=settings.shutdown_drain_seconds)
         log.info("drained", still_running=left)
         if slack_app.client.session is not None:
