@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +76,7 @@ async def append_in(conn: asyncpg.Connection, entry: TrailEntry) -> int:
     # Microseconds only: what PostgreSQL keeps is what the hash must cover.
     at = datetime.now(UTC)
     details = json.loads(json.dumps(entry.details, default=str))
-    stored = TrailEntry(**{**entry.__dict__, "details": details})
+    stored = replace(entry, details=details)
     digest = _digest(prev, at, stored)
     row_id: int = await conn.fetchval(
         """INSERT INTO audit_trail (at, request_id, actor, action, command, arguments, channel_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -153,9 +153,7 @@ class Gate:
             )
         await append(
             self.services.state_db,
-            TrailEntry(
-                **{**trail.__dict__, "decision": "plan_shown", "details": {"approval": str(approval.id)}}
-            ),
+            replace(trail, decision="plan_shown", details={"approval": str(approval.id)}),
         )
         return approval
 
@@ -237,17 +235,15 @@ class Gate:
             self.services.metrics.mfa_failures.labels(verification.outcome).inc()
             await append(
                 self.services.state_db,
-                TrailEntry(
-                    **{
-                        **trail.__dict__,
-                        "action": "MFA_CHALLENGE_FAILED",
-                        "decision": "refused",
-                        "details": {
-                            "reason": verification.outcome,
-                            "failures": verification.failures,
-                            "approval": str(approval.id),
-                        },
-                    }
+                replace(
+                    trail,
+                    action="MFA_CHALLENGE_FAILED",
+                    decision="refused",
+                    details={
+                        "reason": verification.outcome,
+                        "failures": verification.failures,
+                        "approval": str(approval.id),
+                    },
                 ),
             )
             return Confirmation("mfa_failed", approval, verification)
@@ -255,9 +251,7 @@ class Gate:
         if stage == "pending" and approval.needs_second_approver:
             if not await self._set_status(approval.id, "pending", "awaiting_second", "first approval given"):
                 await self._refuse(trail, "already_handled", "this request was already confirmed")
-            await append(
-                self.services.state_db, TrailEntry(**{**trail.__dict__, "decision": "first_approval"})
-            )
+            await append(self.services.state_db, replace(trail, decision="first_approval"))
             fresh = await self.load(approval.id)
             assert fresh is not None
             return Confirmation("awaiting_second", fresh)
@@ -265,7 +259,7 @@ class Gate:
         # The conditional update is what makes retries and double clicks harmless: one wins.
         if not await self._set_status(approval.id, stage, "approved", "approved", second_approver=second):
             await self._refuse(trail, "already_handled", "this request was already confirmed")
-        await append(self.services.state_db, TrailEntry(**{**trail.__dict__, "decision": "approved"}))
+        await append(self.services.state_db, replace(trail, decision="approved"))
         fresh = await self.load(approval.id)
         assert fresh is not None
         return Confirmation("approved", fresh)
@@ -280,11 +274,13 @@ class Gate:
         trail = self._entry_for(approval, user)
         if user != approval.requester and not await self.authorizer.allowed(user, "operator"):
             await self._refuse(trail, "not_authorised", "only the requester or an operator can cancel")
-        if not await self._set_status(approval.id, approval.status, "cancelled", f"cancelled by {user}"):
+        # Only a plan still waiting can be cancelled; the conditional update loses to a confirmation.
+        cancelled = approval.status in ("pending", "awaiting_second") and await self._set_status(
+            approval.id, approval.status, "cancelled", f"cancelled by {user}"
+        )
+        if not cancelled:
             await self._refuse(trail, "already_handled", f"this request is already {approval.status}")
-        if approval.status not in ("pending", "awaiting_second"):
-            await self._refuse(trail, "already_handled", f"this request is already {approval.status}")
-        await append(self.services.state_db, TrailEntry(**{**trail.__dict__, "decision": "cancelled"}))
+        await append(self.services.state_db, replace(trail, decision="cancelled"))
         return approval
 
     # --- Executing --------------------------------------------------------------------------------
@@ -327,13 +323,11 @@ class Gate:
                     await self._set_status(approval.id, "executing", "failed", type(error).__name__)
                     await append(
                         self.services.state_db,
-                        TrailEntry(
-                            **{
-                                **trail.__dict__,
-                                "decision": "executed",
-                                "outcome": "failed",
-                                "details": {"error": f"{type(error).__name__}: {error}"[:500]},
-                            }
+                        replace(
+                            trail,
+                            decision="executed",
+                            outcome="failed",
+                            details={"error": f"{type(error).__name__}: {error}"[:500]},
                         ),
                     )
                     raise
@@ -352,13 +346,11 @@ class Gate:
         await self._set_status(approval.id, "executing", outcome, result.summary[:500])
         await append(
             self.services.state_db,
-            TrailEntry(
-                **{
-                    **trail.__dict__,
-                    "decision": "executed",
-                    "outcome": outcome,
-                    "details": {"summary": result.summary[:500], "second_approver": approval.second_approver},
-                }
+            replace(
+                trail,
+                decision="executed",
+                outcome=outcome,
+                details={"summary": result.summary[:500], "second_approver": approval.second_approver},
             ),
         )
         return result
@@ -390,16 +382,14 @@ class Gate:
             found.append(approval)
             await append(
                 self.services.state_db,
-                TrailEntry(
-                    **{
-                        **self._entry_for(approval, approval.requester).__dict__,
-                        "decision": "interrupted",
-                        "outcome": "interrupted",
-                        "details": {
-                            "approval": str(approval.id),
-                            "steps": await self.progress_of(approval.id),
-                        },
-                    }
+                replace(
+                    self._entry_for(approval, approval.requester),
+                    decision="interrupted",
+                    outcome="interrupted",
+                    details={
+                        "approval": str(approval.id),
+                        "steps": await self.progress_of(approval.id),
+                    },
                 ),
             )
         return found
@@ -458,13 +448,8 @@ class Gate:
         try:
             await append(
                 self.services.state_db,
-                TrailEntry(
-                    **{
-                        **trail.__dict__,
-                        "decision": "refused",
-                        "outcome": reason,
-                        "details": {**trail.details, "message": message},
-                    }
+                replace(
+                    trail, decision="refused", outcome=reason, details={**trail.details, "message": message}
                 ),
             )
         except Exception as error:  # the refusal stands even if it cannot be written down

@@ -263,6 +263,18 @@ async def test_cancelled_plan_cannot_be_confirmed(world: GateWorld) -> None:
     assert refused.value.reason == "already_handled"
 
 
+async def test_an_executed_plan_cannot_be_cancelled_after_the_fact(world: GateWorld) -> None:
+    result, _ = await world.run(await drill(world), OPS1)
+    assert result.succeeded
+    async with world.runtime.services.state_db.connection() as conn:
+        approval_id = await conn.fetchval("SELECT id FROM approvals ORDER BY created_at DESC LIMIT 1")
+    with pytest.raises(Refused) as refused:
+        await world.runtime.gate.cancel(approval_id, OPS1)
+    assert refused.value.reason == "already_handled"
+    approval = await world.runtime.gate.load(approval_id)
+    assert approval is not None and approval.status == "succeeded"
+
+
 async def test_permission_is_checked_again_at_execution(world: GateWorld) -> None:
     approval = await world.propose(await drill(world), OPS1)
     confirmation = await world.confirm(approval, OPS1)
