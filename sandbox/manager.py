@@ -37,6 +37,8 @@ from sandbox import platform_db
 from sandbox.processes import (
     SandboxError,
     file_lock,
+    kill_all,
+    pids_running,
     running_pid,
     spawn,
     terminate,
@@ -462,6 +464,10 @@ def _ping(settings: Settings) -> bool:
         return False
 
 
+def _podman_argv(paths: Paths) -> list[str]:
+    return [_binary("podman"), "system", "service", "--time=0", f"unix://{paths.socket}"]
+
+
 def start_podman(settings: Settings) -> ComponentStatus:
     """Start the Podman API service on the sandbox's socket, if not already answering."""
     paths = Paths(settings)
@@ -472,16 +478,12 @@ def start_podman(settings: Settings) -> ComponentStatus:
     if pid is None or not _ping(settings):
         if pid is not None:
             terminate(paths.pid("podman"), "podman", STOP_TIMEOUT)
+        # A service left over from an earlier start would delete the new socket when it exits.
+        kill_all(pids_running(_podman_argv(paths)), STOP_TIMEOUT)
         with contextlib.suppress(FileNotFoundError):
             paths.socket.unlink()  # A stale socket file makes the service fail to bind.
         paths.socket.parent.mkdir(parents=True, exist_ok=True)
-        argv = [
-            _binary("podman"),
-            "system",
-            "service",
-            "--time=0",
-            f"unix://{paths.socket}",
-        ]
+        argv = _podman_argv(paths)
         pid = spawn(argv, paths.pid("podman"), paths.out("podman"), env=_podman_env(paths))
         started = True
     wait_until(lambda: _ping(settings), START_TIMEOUT, "podman", pid=pid, output=paths.out("podman"))
@@ -493,6 +495,11 @@ def stop_podman(settings: Settings) -> ComponentStatus:
     """Stop the Podman API service (containers keep running, as with a restarted dockerd)."""
     paths = Paths(settings)
     was = terminate(paths.pid("podman"), "podman", STOP_TIMEOUT)
+    # Every service on this socket, not only the one in the pid file: a stray one would keep
+    # answering on connections already open.
+    strays = pids_running(_podman_argv(paths))
+    kill_all(strays, STOP_TIMEOUT)
+    was = was or bool(strays)
     with contextlib.suppress(FileNotFoundError):
         paths.socket.unlink()
     return ComponentStatus("podman", False, "stopped" if was else "was not running")

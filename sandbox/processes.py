@@ -47,6 +47,25 @@ def pid_alive(pid: int, expect: str | None = None) -> bool:
     return True
 
 
+def pids_running(argv: Sequence[str]) -> list[int]:
+    """Return every live process whose command line is exactly `argv` (however it was started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _cmdline(int(entry.name)) == list(argv) and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all(pids: Sequence[int], timeout: float = 10.0) -> None:
+    """Stop these processes (SIGTERM, then SIGKILL) and wait until they are gone."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    for pid in pids:
+        if not wait_dead(pid, timeout):
+            _signal(pid, signal.SIGKILL)
+            wait_dead(pid, 5.0)
+
+
 def read_pid(pid_file: Path) -> int | None:
     """Return the pid stored in `pid_file`, or None."""
     try:
