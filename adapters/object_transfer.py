@@ -14,12 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.base import DependencyError, classify
+from adapters.storage import s3_client
 
 _CHUNK = 1024 * 1024
 # Above this size an upload goes in parts (and its ETag stops being the MD5 of the body).
@@ -63,19 +62,15 @@ class ObjectTransfer:
         attempts: int = 3,
     ) -> None:
         self.endpoint_url = endpoint_url
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=region,
-            config=Config(
-                connect_timeout=min(timeout, 5.0),
-                read_timeout=timeout,
-                retries={"max_attempts": attempts, "mode": "standard"},
-                s3={"addressing_style": "path"},
-                max_pool_connections=_MAX_POOL,
-            ),
+        self.client: Any = s3_client(
+            endpoint_url,
+            access_key_id,
+            secret_access_key,
+            region,
+            connect_timeout=min(timeout, 5.0),
+            read_timeout=timeout,
+            attempts=attempts,
+            max_pool_connections=_MAX_POOL,
         )
         self._transfer = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD, use_threads=False)
 

@@ -13,6 +13,34 @@ from botocore.exceptions import ClientError
 from adapters.base import DependencyError
 
 
+def s3_client(
+    endpoint_url: str,
+    access_key_id: str,
+    secret_access_key: str,
+    region: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    attempts: int = 1,
+    max_pool_connections: int = 10,
+) -> Any:
+    """Build a boto3 S3 client with path-style addressing (MinIO, SeaweedFS) and explicit timeouts."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name=region,
+        config=Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            max_pool_connections=max_pool_connections,
+        ),
+    )
+
+
 class StorageAdapter:
     """The platform's bucket in S3-compatible storage (MinIO, S3, SeaweedFS)."""
 
@@ -28,18 +56,13 @@ class StorageAdapter:
         timeout: float,
     ) -> None:
         self.bucket = bucket
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=region,
-            config=Config(
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                retries={"max_attempts": 1, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            ),
+        self.client: Any = s3_client(
+            endpoint_url,
+            access_key_id,
+            secret_access_key,
+            region,
+            connect_timeout=timeout,
+            read_timeout=timeout,
         )
 
     def _head_bucket(self) -> str:

@@ -30,7 +30,7 @@ from bot.mfa import code_at
 from bot.runtime import Runtime
 from bot.state import migrate
 from commands.destructive import Proposal, Step
-from sandbox.manager import docker_client, ensure_images, start_backend, start_podman
+from sandbox.manager import docker_client, ensure_images, remove_project, start_backend, start_podman
 
 PROJECT = "3dpot-rbbench"
 IMAGE = "3dpot-backend-rbbench"
@@ -85,20 +85,8 @@ async def _recreate_database(settings: Settings) -> None:
         await admin.close()
 
 
-def _remove_project(settings: Settings) -> None:
-    client = docker_client(settings, timeout=60)
-    try:
-        for container in client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
-        ):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-    finally:
-        client.close()
-
-
 def _fresh_faulty_backend(settings: Settings) -> None:
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=60)
     start_backend(settings, "v2.0.6")
 
 
@@ -214,7 +202,7 @@ async def measure(rounds: int) -> tuple[dict[str, list[float]], dict[str, list[f
 
 def _clean_up(settings: Settings) -> None:
     """Remove the benchmark's containers and its image tags (the images stay if tagged elsewhere)."""
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=60)
     client = docker_client(settings, timeout=60)
     try:
         for tag in ("v2.0.5", "v2.0.6"):

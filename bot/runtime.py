@@ -12,8 +12,8 @@ from bot.gate import Gate
 from bot.inflight import InFlight
 from bot.locks import OperationLock
 from bot.mfa import MfaService
-from bot.posting import ChannelPacer, install_rate_limit_retry
-from bot.services import Services, build_slack_client
+from bot.posting import ChannelPacer
+from bot.services import Services
 
 
 @dataclass
@@ -32,9 +32,7 @@ class Runtime:
     def build(cls, settings: Settings, services: Services | None = None) -> Runtime:
         """Build the runtime; nothing connects until first used."""
         services = services or Services.build(settings)
-        slack_client = build_slack_client(settings) if settings.slack_bot_token is not None else None
-        if slack_client is not None:
-            install_rate_limit_retry(slack_client, services.metrics)
+        slack_client = services.slack.client if services.slack is not None else None
         authorizer = Authorizer(settings, slack_client)
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         mfa = MfaService(services.state_db, secret)

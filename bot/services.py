@@ -20,6 +20,7 @@ from adapters.slack_api import SlackAdapter
 from adapters.storage import StorageAdapter
 from bot.config import Settings
 from bot.observability import BotMetrics
+from bot.posting import install_rate_limit_retry
 from bot.singleflight import SingleFlight
 
 
@@ -79,9 +80,13 @@ class Services:
     def build(cls, settings: Settings, metrics: BotMetrics | None = None) -> Services:
         """Build every adapter; none of them connects until first used."""
         timeout = settings.dependency_timeout_seconds
+        metrics = metrics or BotMetrics()
         slack = None
         if settings.slack_bot_token is not None:
-            slack = SlackAdapter(build_slack_client(settings))
+            # The one Slack client of the process: the app, incidents, graphs and the gate share it.
+            client = build_slack_client(settings)
+            install_rate_limit_retry(client, metrics)
+            slack = SlackAdapter(client)
         github = None
         if settings.github_token is not None and settings.github_repo:
             github = GitHubAdapter(
@@ -109,7 +114,7 @@ class Services:
             engine=EngineAdapter(
                 settings.docker_host, settings.compose_project, settings.backend_service, timeout
             ),
-            metrics=metrics or BotMetrics(),
+            metrics=metrics,
             slack=slack,
             github=github,
         )

@@ -282,21 +282,16 @@ async def db_status(settings: Settings) -> ComponentStatus:
 
 def s3_client(settings: Settings) -> Any:
     """Return a boto3 S3 client for the sandbox's S3 with short timeouts."""
-    import boto3
-    from botocore.config import Config
+    from adapters.storage import s3_client as make_s3_client
 
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value(),
-        config=Config(
-            connect_timeout=2,
-            read_timeout=10,
-            retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path"},
-        ),
+    return make_s3_client(
+        settings.s3_endpoint_url,
+        settings.aws_access_key_id,
+        settings.aws_secret_access_key.get_secret_value(),
+        settings.s3_region,
+        connect_timeout=2,
+        read_timeout=10,
+        attempts=2,
     )
 
 
@@ -833,6 +828,21 @@ def stop_backend(settings: Settings, *, remove: bool = True) -> ComponentStatus:
             if remove:
                 container.remove(force=True)
         return ComponentStatus("backend", False, "removed" if remove else "stopped")
+    finally:
+        client.close()
+
+
+def remove_project(settings: Settings, project: str, timeout: int = 30) -> None:
+    """Remove every container of a Compose project (tests and benchmarks run projects of their own)."""
+    import docker.errors
+
+    client = docker_client(settings, timeout=timeout)
+    try:
+        for container in client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        ):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
     finally:
         client.close()
 

@@ -26,7 +26,14 @@ from bot.services import Services
 from commands import backup, restore
 from commands.backup_store import Manifest
 from commands.destructive import Execution, Proposal, Step
-from sandbox.manager import SandboxStatus, docker_client, ensure_images, s3_client, start_backend
+from sandbox.manager import (
+    SandboxStatus,
+    docker_client,
+    ensure_images,
+    remove_project,
+    s3_client,
+    start_backend,
+)
 from sandbox.platform_db import seed_audit_log
 from tests.conftest import make_settings, recreate_database
 from tests.gate_helpers import GateWorld, gate_world
@@ -75,18 +82,6 @@ SEED_OBJECTS: list[tuple[str, bytes, str, dict[str, str]]] = [
 # --- the project's own backend ----------------------------------------------------------------------
 
 
-def _remove_project(settings: Settings) -> None:
-    client = docker_client(settings, timeout=30)
-    try:
-        for container in client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={PROJECT}"}
-        ):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def project(sandbox: SandboxStatus) -> Iterator[dict[str, Any]]:
     """Settings overrides for our own database, buckets and backend container (removed afterwards)."""
@@ -104,11 +99,11 @@ def project(sandbox: SandboxStatus) -> Iterator[dict[str, Any]]:
     }
     settings = make_settings(**overrides)
     assert settings.compose_project != "3dpot" and settings.s3_bucket != "3dpot-platform"
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=30)
     ensure_images(settings)
     start_backend(settings)
     yield overrides
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=30)
     client = docker_client(settings, timeout=60)
     try:
         for tag in ("v2.0.5", "v2.0.6"):

@@ -35,6 +35,7 @@ from sandbox.manager import (
     backend_container_name,
     docker_client,
     ensure_images,
+    remove_project,
     start_backend,
 )
 from tests.conftest import make_settings, recreate_database
@@ -86,12 +87,6 @@ def _project_containers(settings: Settings) -> list[Any]:
         client.close()
 
 
-def _remove_project(settings: Settings) -> None:
-    for container in _project_containers(settings):
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
-
-
 @pytest.fixture(scope="module")
 def project(sandbox: SandboxStatus) -> Iterator[dict[str, Any]]:
     """Settings overrides of a Compose project of our own, with its images built; removed afterwards."""
@@ -103,11 +98,11 @@ def project(sandbox: SandboxStatus) -> Iterator[dict[str, Any]]:
     }
     settings = make_settings(**overrides)
     assert settings.compose_project != "3dpot"
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=30)
     ensure_images(settings)
     _build_broken_image(settings)
     yield overrides
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=30)
     client = docker_client(settings, timeout=60)
     try:
         for network in client.networks.list(names=[f"{PROJECT}_extra"]):
@@ -122,7 +117,7 @@ def project(sandbox: SandboxStatus) -> Iterator[dict[str, Any]]:
 def reset(overrides: dict[str, Any], version: str) -> dict[str, Any]:
     """Start from one fresh backend container of `version`; return its inspect."""
     settings = make_settings(**overrides)
-    _remove_project(settings)
+    remove_project(settings, PROJECT, timeout=30)
     start_backend(settings, version)
     return inspect(overrides)
 
