@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,6 +289,30 @@ def test_faulty_version_and_recreate_from_attrs(sandbox: SandboxStatus, settings
         assert body == {"status": "healthy", "service": "3dpot-backend", "version": "v2.0.5"}
     finally:
         manager.start_backend(settings, "v2.0.5")
+
+
+def test_a_backend_whose_processes_were_killed_is_recreated(
+    sandbox: SandboxStatus, settings: Settings
+) -> None:
+    """A session's end kills every process it started; Podman still calls the container running."""
+    client = manager.docker_client(settings)
+    try:
+        main_pid = int(client.containers.get(manager.BACKEND_CONTAINER).attrs["State"]["Pid"])
+        conmon = int(Path(f"/proc/{main_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        # conmon (the container's parent) first, so nothing is left to tell Podman it exited.
+        for pid in (conmon, main_pid):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert client.containers.get(manager.BACKEND_CONTAINER).status == "running"
+    finally:
+        client.close()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{settings.api_url}/health", timeout=2)
+
+    started = manager.start_backend(settings)
+
+    assert started.running and "recreated (its process had died)" in started.detail
+    assert httpx.get(f"{settings.api_url}/health", timeout=3).json()["status"] == "healthy"
 
 
 def test_backfilled_history_is_queryable(sandbox: SandboxStatus, settings: Settings) -> None:
