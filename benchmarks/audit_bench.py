@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.postgres import PostgresAdapter
+from bot.posting import upload_from_disk
+from bot.render.common import Upload
 from commands import audit
 from commands.audit_export import export
 from commands.audit_indexes import index_file_text, parse_index_file
@@ -329,9 +332,36 @@ def _rss_kb() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def export_child(dsn: str, fmt: str, rows: int, output: str) -> None:
-    """Run one export in this (fresh) process and print its figures as JSON (peak RSS included)."""
+BENCH_TOKEN = "xoxb-benchmark"
+BENCH_CHANNEL = "C0BENCHMRK"
+# The fake Slack Web API in a process of its own, so what it stores is not counted as the bot's.
+FAKE_SLACK_PROCESS = f"""
+import json, sys
+from tests.fakes import FakeSlack
+fake = FakeSlack(tokens={{{BENCH_TOKEN!r}}}).start()
+fake.add_channel({BENCH_CHANNEL!r}, "benchmark")
+print(fake.url, flush=True)
+sys.stdin.read()
+sizes = [len(f.content or b"") for f in fake.files.values() if f.completed]
+print(json.dumps({{"violations": [str(v) for v in fake.violations], "uploaded": sizes}}), flush=True)
+fake.stop()
+"""
+
+
+async def upload_to_slack(slack_url: str, path: Path) -> None:
+    """Upload a spooled export the way the bot does, into a thread of the benchmark's channel."""
+    client = AsyncWebClient(token=BENCH_TOKEN, base_url=slack_url, timeout=30)
+    upload = Upload(filename=path.name, content=b"", title="benchmark export", path=path)
+    await upload_from_disk(client, BENCH_CHANNEL, None, upload)
+
+
+def export_child(dsn: str, fmt: str, rows: int, output: str, slack_url: str | None = None) -> None:
+    """Run one export in this (fresh) process and print its figures as JSON (peak RSS included).
+
+    With `slack_url`, the file is then uploaded to that (fake) Slack as the bot uploads exports.
+    """
     samples: list[int] = []
+    upload_seconds: list[float] = []
     stop = threading.Event()
 
     def sample() -> None:
@@ -353,6 +383,10 @@ def export_child(dsn: str, fmt: str, rows: int, output: str) -> None:
         finally:
             await db.aclose()
         assert isinstance(result, audit.AuditExport), result
+        if slack_url is not None:
+            started = time.perf_counter()
+            await upload_to_slack(slack_url, Path(output))
+            upload_seconds.append(time.perf_counter() - started)
         return result
 
     start_kb = _rss_kb()
@@ -373,43 +407,69 @@ def export_child(dsn: str, fmt: str, rows: int, output: str) -> None:
                 "rss_first_quarter_mb": max(samples[:quarter]) / 1024,
                 "rss_last_quarter_mb": max(samples[-quarter:]) / 1024,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "upload_seconds": upload_seconds[0] if upload_seconds else None,
             }
         )
     )
 
 
+class FakeSlackProcess:
+    """Run the fake Slack in a child process; on exit, fail loudly on any request it rejected."""
+
+    def __enter__(self) -> str:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", FAKE_SLACK_PROCESS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def __exit__(self, *exc_info: object) -> None:
+        out, _ = self.process.communicate(input="", timeout=60)
+        report = json.loads(out.strip().splitlines()[-1])
+        if report["violations"]:
+            raise RuntimeError(f"the fake Slack rejected requests: {report['violations']}")
+        print(f"  (the fake Slack received {len(report['uploaded'])} upload(s), {report['uploaded']} bytes)")
+
+
 def bench_export(dsn: str, rows: int) -> None:
     """Export `rows` rows as CSV and as JSON, each in a fresh process, and print rows/s and memory."""
     print()
-    print(f"export of {rows:,} rows (to a file, fresh process each):")
+    print(f"export of {rows:,} rows (to a file, then to a file and Slack; fresh process each):")
     print(
-        f"  {'format':<6} {'rows/s':>9} {'seconds':>8} {'size':>9} {'RSS start':>10} {'first 1/4':>10}"
+        f"  {'format':<11} {'rows/s':>9} {'seconds':>8} {'size':>9} {'RSS start':>10} {'first 1/4':>10}"
         f" {'last 1/4':>9} {'peak RSS':>9}"
     )
     summary: list[str] = []
-    with tempfile.TemporaryDirectory() as folder:
-        for fmt in ("csv", "json"):
-            output = str(Path(folder) / f"export.{fmt}")
+    with tempfile.TemporaryDirectory() as folder, FakeSlackProcess() as slack_url:
+        for fmt, to_slack in (("csv", False), ("json", False), ("csv", True)):
+            label = f"{fmt} + Slack" if to_slack else fmt
+            output = str(Path(folder) / f"export-{label.replace(' + ', '-')}.{fmt}")
             done = subprocess.run(
                 [sys.executable, "-m", "benchmarks.audit_bench", "--export-child", fmt, "--dsn", dsn,
-                 "--export-rows", str(rows), "--output", output],
+                 "--export-rows", str(rows), "--output", output,
+                 *(["--slack-url", slack_url] if to_slack else [])],
                 capture_output=True, text=True, check=False, timeout=3600,
             )  # fmt: skip
             if done.returncode != 0:
-                print(f"  {fmt:<6} failed: {done.stderr.strip().splitlines()[-1:]}")
+                print(f"  {label:<11} failed: {done.stderr.strip().splitlines()[-1:]}")
                 continue
             figures = json.loads(done.stdout.strip().splitlines()[-1])
             summary.append(
-                f"SUMMARY\t/audit export of {rows:,} rows as {fmt}: rows/s, peak memory"
+                f"SUMMARY\t/audit export of {rows:,} rows as {label}: rows/s, peak memory"
                 f"\t{figures['rows_per_second']:,.0f} rows/s, {figures['peak_rss_mb']:.0f} MB"
             )
             print(
-                f"  {fmt:<6} {figures['rows_per_second']:>9,.0f} {figures['seconds']:>8.1f}"
+                f"  {label:<11} {figures['rows_per_second']:>9,.0f} {figures['seconds']:>8.1f}"
                 f" {figures['bytes'] / 1e6:>6.0f} MB {figures['rss_start_mb']:>7.0f} MB"
                 f" {figures['rss_first_quarter_mb']:>7.0f} MB {figures['rss_last_quarter_mb']:>6.0f} MB"
                 f" {figures['peak_rss_mb']:>6.0f} MB",
                 flush=True,
             )
+            if figures["upload_seconds"] is not None:
+                print(f"  {'':<11} then uploaded to the fake Slack in {figures['upload_seconds']:.1f} s")
         # For scale: the runbook's own export, PostgreSQL writing the CSV itself (COPY TO STDOUT).
         started = time.perf_counter()
         copy = f"COPY (SELECT * FROM audit_log ORDER BY timestamp, id LIMIT {rows}) TO STDOUT WITH CSV HEADER"
@@ -451,12 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--export-child", choices=("csv", "json"), help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--slack-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.export_rows, args.repeat = 500_000, 100_000, 7
         args.dsn = args.dsn.rsplit("/", 1)[0] + "/chatops_bench_audit_quick"
     if args.export_child:
-        export_child(args.dsn, args.export_child, args.export_rows, args.output)
+        export_child(args.dsn, args.export_child, args.export_rows, args.output, args.slack_url)
         return 0
     print(
         f"/audit benchmark: {args.rows:,} rows over {SPAN_DAYS} days, {USERS:,} users,"

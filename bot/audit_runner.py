@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import io
+import os
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
@@ -44,18 +45,28 @@ async def _export_for_slack(services: Services, request: audit.ExportRequest) ->
     settings = services.settings
     if request.output is not None:
         raise UsageError("output= writes a file on the bot's host: from Slack the file comes in the thread")
-    # The upload needs the whole file, so it is held in memory, capped by its own setting.
-    buffer = io.BytesIO()
-    result = await export(
-        services.platform_db,
-        request,
-        buffer,
-        statement_timeout=settings.audit_statement_timeout_seconds,
-        destination="slack",
-        max_bytes=settings.audit_export_slack_max_bytes,
-    )
-    if isinstance(result, audit.AuditExport):
-        return result.model_copy(update={"content": buffer.getvalue()})
+    # Spooled to a private file rather than memory; whoever posts the result uploads and removes it.
+    spool_dir = settings.audit_export_spool_dir
+    if spool_dir is not None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="chatops-audit-", suffix=f".{request.format}", dir=spool_dir)
+    spool = Path(name)
+    result: CommandResult | None = None
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            result = await export(
+                services.platform_db,
+                request,
+                sink,
+                statement_timeout=settings.audit_statement_timeout_seconds,
+                destination="slack",
+                max_bytes=settings.audit_export_slack_max_bytes,
+            )
+    finally:
+        if not (isinstance(result, audit.AuditExport) and result.rows):
+            _discard(spool)
+    if isinstance(result, audit.AuditExport) and result.rows:
+        return result.model_copy(update={"spool": spool})
     return result
 
 
@@ -90,6 +101,11 @@ def _open_partial(output: str) -> tuple[Path, Path, IO[bytes]]:
         return path, partial, partial.open("wb")
     except OSError as error:
         raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _discard(spool: Path) -> None:
+    """Remove a spooled export that will not be uploaded (failed, cut short or empty)."""
+    spool.unlink(missing_ok=True)
 
 
 def _finish(path: Path, partial: Path, sink: IO[bytes], keep: bool) -> None:

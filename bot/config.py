@@ -111,8 +111,10 @@ class Settings(BaseSettings):
     audit_max_limit: int = Field(default=200, ge=1, le=1000)
     audit_max_window_days: int = Field(default=30, ge=1, le=3650)
     audit_export_max_rows: int = Field(default=1_000_000, ge=1, le=100_000_000)
-    # A Slack upload is held in memory until it is sent, so it has its own cap (bytes).
+    # A file in a Slack thread should stay one people can open, so Slack exports have a cap (bytes).
     audit_export_slack_max_bytes: int = Field(default=50_000_000, ge=1024, le=1_000_000_000)
+    # Where a Slack export waits on disk until it is uploaded (none: the system's temp directory).
+    audit_export_spool_dir: Path | None = None
 
     # /rollback and /restart: the backend's image repository, which of its tags are versions, the
     # environment variables `/rollback flag` may change, and how long each step may take.
@@ -174,7 +176,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("incident_channel", "templates_dir", "alertmanager_token", mode="before")
+    @field_validator(
+        "incident_channel", "templates_dir", "alertmanager_token", "audit_export_spool_dir", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `NAME=` in .env.example means "not set", not an empty channel, folder or token.

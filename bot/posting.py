@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -15,9 +17,12 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.observability import BotMetrics
-from bot.render.common import SECTION_LIMIT, Block, Message
+from bot.render.common import SECTION_LIMIT, Block, Message, Upload
 
 MAX_BLOCKS = 50
+# A file on disk goes to Slack's upload URL a chunk at a time, each write within the timeout.
+UPLOAD_CHUNK_BYTES = 1 << 20
+UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # Slack allows about one message per second per channel, with short bursts.
 POST_INTERVAL_SECONDS = 1.0
 POST_BURST = 3
@@ -166,3 +171,53 @@ class ResponseUrl:
             )
         self.uses += 1
         return await self._respond(**message)
+
+
+class UploadFailed(Exception):
+    """Slack did not take a file; the message names the step that failed."""
+
+
+async def upload_from_disk(
+    client: AsyncWebClient, channel: str, thread_ts: str | None, upload: Upload
+) -> None:
+    """Post a file from disk into a thread by Slack's external upload flow, never whole in memory."""
+    path = upload.path
+    if path is None:
+        raise ValueError(f"{upload.filename} has no file on disk")
+    size = path.stat().st_size
+    try:
+        reserved = await client.files_getUploadURLExternal(
+            filename=upload.filename, length=size, alt_txt=upload.alt_text or None
+        )
+    except SlackApiError as error:
+        raise UploadFailed(f"files.getUploadURLExternal: {_slack_error(error)}") from None
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with path.open("rb") as source:
+            while chunk := await asyncio.to_thread(source.read, UPLOAD_CHUNK_BYTES):
+                yield chunk
+
+    try:
+        async with httpx.AsyncClient(timeout=UPLOAD_TIMEOUT) as http:
+            # A declared length, not chunked encoding: Slack checks it against getUploadURLExternal's.
+            response = await http.post(
+                str(reserved["upload_url"]),
+                content=chunks(),
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+            )
+    except httpx.HTTPError as error:
+        raise UploadFailed(f"sending {size:,} bytes: {type(error).__name__}") from None
+    if response.status_code != 200:
+        raise UploadFailed(f"the upload URL answered HTTP {response.status_code}")
+    try:
+        await client.files_completeUploadExternal(
+            files=[{"id": str(reserved["file_id"]), "title": upload.title}],
+            channel_id=channel,
+            thread_ts=thread_ts,
+        )
+    except SlackApiError as error:
+        raise UploadFailed(f"files.completeUploadExternal: {_slack_error(error)}") from None
+
+
+def _slack_error(error: SlackApiError) -> str:
+    return str(error.response.get("error", "unknown error")) if error.response else "no answer"

@@ -16,7 +16,15 @@ from bot.commands_registry import COMMANDS, CommandSpec, Invocation
 from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate import Approval, Refused
 from bot.mfa_commands import MFA_USAGE, run_mfa_command
-from bot.posting import ChannelPacer, Responder, ResponseUrl, ResponseUrlSpent, split_message
+from bot.posting import (
+    ChannelPacer,
+    Responder,
+    ResponseUrl,
+    ResponseUrlSpent,
+    UploadFailed,
+    split_message,
+    upload_from_disk,
+)
 from bot.render.common import Message, SlackReply, error_text, escape
 from bot.render.gate import (
     CANCEL_ACTION,
@@ -123,6 +131,30 @@ async def post_result(
     rejected, and posts to one channel are paced when a pacer is given.
     """
     reply: SlackReply = spec.slack(result)
+    try:
+        return await _post_reply(client, respond, channel, spec, reply, services, thread_ts, user, pacer)
+    finally:
+        _remove_spooled_files(reply)
+
+
+def _remove_spooled_files(reply: SlackReply) -> None:
+    """Remove the reply's files spooled on disk (exports): they are its alone, posted or not."""
+    for upload in reply.files:
+        if upload.path is not None:
+            upload.path.unlink(missing_ok=True)
+
+
+async def _post_reply(
+    client: AsyncWebClient,
+    respond: Responder,
+    channel: str,
+    spec: CommandSpec,
+    reply: SlackReply,
+    services: Services,
+    thread_ts: str | None,
+    user: str | None,
+    pacer: ChannelPacer | None,
+) -> str | None:
     first, *overflow = split_message(reply.main)
     main = first
     if reply.ephemeral:  # the command posted what everyone sees itself; this answer is the caller's
@@ -166,14 +198,24 @@ async def post_result(
             channel=channel, text=message.text, blocks=message.blocks, thread_ts=parent
         )
     for upload in reply.files:
-        await client.files_upload_v2(
-            channel=channel,
-            thread_ts=parent,
-            filename=upload.filename,
-            content=upload.content,
-            title=upload.title,
-            alt_txt=upload.alt_text or None,
-        )
+        if upload.path is None:
+            await client.files_upload_v2(
+                channel=channel,
+                thread_ts=parent,
+                filename=upload.filename,
+                content=upload.content,
+                title=upload.title,
+                alt_txt=upload.alt_text or None,
+            )
+            continue
+        try:
+            await upload_from_disk(client, channel, parent, upload)
+        except UploadFailed as error:
+            services.metrics.slack_api_errors.labels("file upload", "upload_failed").inc()
+            log.warning("upload_failed", file=upload.filename, reason=str(error))
+            # The thread says so: people waiting for the file must not be left guessing.
+            text = f":warning: {upload.filename} was not uploaded: {error}"
+            await client.chat_postMessage(channel=channel, thread_ts=parent, text=text)
     return ts
 
 

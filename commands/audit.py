@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -482,8 +483,8 @@ class AuditExport(CommandResult):
     database: str
     duration_ms: float
     rows_per_second: float
-    # The file itself when it goes to Slack (held until uploaded); never part of JSON output.
-    content: bytes | None = Field(default=None, exclude=True, repr=False)
+    # Where the file waits on disk until it is uploaded to Slack; never part of JSON output.
+    spool: Path | None = Field(default=None, exclude=True, repr=False)
 
 
 # ---------------------------------------------------------------- queries

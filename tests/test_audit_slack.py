@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -160,11 +162,23 @@ def joined(blocks: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-async def test_export_csv_is_uploaded_into_the_thread(fake_slack: FakeSlack, audit_dsn: str) -> None:
-    async with running_bot(fake_slack, audit_dsn) as url:
+async def wait_until_empty(folder: Path, timeout: float = 10.0) -> list[Path]:
+    """Return what is left in `folder` once it is empty or `timeout` has passed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (left := sorted(folder.iterdir())) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    return left
+
+
+async def test_export_csv_is_uploaded_into_the_thread(
+    fake_slack: FakeSlack, audit_dsn: str, tmp_path: Path
+) -> None:
+    async with running_bot(fake_slack, audit_dsn, audit_export_spool_dir=tmp_path) as url:
         response = await post_command(url, f"export csv user {BRUTE_FORCE_USERNAME} since=3d")
         assert response.status_code == 200
         complete = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=20)
+        # The file waited on disk, not in memory, and is gone once uploaded.
+        assert await wait_until_empty(tmp_path) == []
 
     [main] = fake_slack.calls_to("chat.postMessage")
     main_ts = main.response["ts"] if main.response else None
@@ -188,6 +202,22 @@ async def test_export_csv_is_uploaded_into_the_thread(fake_slack: FakeSlack, aud
     assert rows[0][:5] == ["id", "timestamp", "action", "user_id", "username"]
     assert len(rows) > 40 and {row[4] for row in rows[1:]} == {BRUTE_FORCE_USERNAME}
     assert f"*{len(rows) - 1:,}* rows" in joined(main.params["blocks"])
+
+
+async def test_an_export_slack_refuses_is_said_in_the_thread(
+    fake_slack: FakeSlack, audit_dsn: str, tmp_path: Path
+) -> None:
+    fake_slack.fail("files.completeUploadExternal", "not_in_channel")
+    async with running_bot(fake_slack, audit_dsn, audit_export_spool_dir=tmp_path) as url:
+        assert (await post_command(url, f"export json user {BRUTE_FORCE_USERNAME}")).status_code == 200
+        warning = await fake_slack.wait_for_call_async(
+            "chat.postMessage", lambda call: "was not uploaded" in call.params["text"], timeout=20
+        )
+        assert await wait_until_empty(tmp_path) == []
+    main = fake_slack.calls_to("chat.postMessage")[0]
+    assert main.response is not None and warning.params["thread_ts"] == main.response["ts"]
+    assert warning.params["text"].endswith("files.completeUploadExternal: not_in_channel")
+    assert ".json" in warning.params["text"]
 
 
 async def test_a_form_is_posted_to_the_channel(fake_slack: FakeSlack, audit_dsn: str) -> None:

@@ -254,9 +254,10 @@ def _export_reply(result: AuditExport) -> SlackReply:
         files.append(
             Upload(
                 filename=result.filename,
-                content=result.content or b"",
+                content=b"",
                 title=clip(f"audit_log export: {what}", 200),
                 alt_text=clip(text, 200),
+                path=result.spool,
             )
         )
     return SlackReply(main=Message(text=clip(text, 500), blocks=blocks), files=files)

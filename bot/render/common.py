@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -26,6 +27,8 @@ class Upload:
     content: bytes
     title: str
     alt_text: str = ""
+    # Set instead of content for files too big to hold in memory (exports): sent in chunks.
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
