@@ -104,7 +104,7 @@ def _open_partial(output: str) -> tuple[Path, Path, IO[bytes]]:
 
 
 def _discard(spool: Path) -> None:
-    """Remove a spooled export that will not be uploaded (failed, cut short or empty)."""
+    """Remove a spooled export that will not be uploaded (it failed or holds no rows)."""
     spool.unlink(missing_ok=True)
 
 
