@@ -29,11 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.postgres import PostgresAdapter
-from bot.posting import upload_from_disk
-from bot.render.common import Upload
 from commands import audit
 from commands.audit_export import export
 from commands.audit_indexes import index_file_text, parse_index_file
@@ -350,6 +347,12 @@ fake.stop()
 
 async def upload_to_slack(slack_url: str, path: Path) -> None:
     """Upload a spooled export the way the bot does, into a thread of the benchmark's channel."""
+    # Imported here, so the plain export's memory figures do not carry the Slack client's.
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.posting import upload_from_disk
+    from bot.render.common import Upload
+
     client = AsyncWebClient(token=BENCH_TOKEN, base_url=slack_url, timeout=30)
     upload = Upload(filename=path.name, content=b"", title="benchmark export", path=path)
     await upload_from_disk(client, BENCH_CHANNEL, None, upload)

@@ -364,7 +364,8 @@ class FakeSlack:
 
     async def _start_site(self) -> None:
         """Bind the aiohttp app to 127.0.0.1 on a port the OS picks."""
-        app = web.Application(client_max_size=100 * 1024 * 1024)
+        # Slack takes files of up to 1 GB; the bot's cap on Slack exports has the same bound.
+        app = web.Application(client_max_size=1_000_000_000)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
         app.router.add_post("/response/{response_id}", self._handle_response_url)
