@@ -585,6 +585,40 @@ def _operation_error(error: BaseException) -> DependencyError:
     return classify(error)
 
 
+def _keep_anonymous_volumes(source: dict[str, Any], host_config: dict[str, Any]) -> None:
+    """Attach the source's anonymous volumes to the clone by name, so their data comes along.
+
+    An image's VOLUME, or a Compose service's `- /path`, is reached only through the container
+    that made it: created again, Docker would hand the new container an empty volume. Compose
+    carries them over when it recreates a container; so does this. (Podman lists them in Binds
+    by name already, which is carried as it is.)
+    """
+    covered = {str(bind).split(":")[1] for bind in host_config.get("Binds") or [] if ":" in str(bind)}
+    covered |= {m.get("Target") for m in host_config.get("Mounts") or [] if m.get("Source")}
+    anonymous = [
+        mount
+        for mount in source.get("Mounts") or []
+        if mount.get("Type") == "volume" and mount.get("Name") and mount.get("Destination") not in covered
+    ]
+    if not anonymous:
+        return
+    targets = {mount["Destination"] for mount in anonymous}
+    kept = [
+        m
+        for m in host_config.get("Mounts") or []
+        if not (m.get("Type") == "volume" and not m.get("Source") and m.get("Target") in targets)
+    ]
+    host_config["Mounts"] = kept + [
+        {
+            "Type": "volume",
+            "Source": mount["Name"],
+            "Target": mount["Destination"],
+            "ReadOnly": not mount.get("RW", True),
+        }
+        for mount in anonymous
+    ]
+
+
 def clone_config(
     source: dict[str, Any],
     source_image: dict[str, Any] | None,
@@ -647,6 +681,7 @@ def clone_config(
         body["StopTimeout"] = int(config["StopTimeout"])
 
     host_config: dict[str, Any] = {k: host[k] for k in _HOST_SETTINGS if host.get(k)}
+    _keep_anonymous_volumes(source, host_config)
     if (host_config.get("RestartPolicy") or {}).get("Name") in ("", "no", None):
         host_config.pop("RestartPolicy", None)
     ulimits = [

@@ -21,6 +21,7 @@ import docker.errors
 import httpx
 import pytest
 
+from adapters.engine import clone_config
 from bot.commands_registry import COMMANDS
 from bot.config import Settings
 from bot.gate import Refused
@@ -346,6 +347,83 @@ async def test_a_flag_rollback_changes_exactly_that_variable(
     result, _ = await world.run(await propose(world, "flag", "MFA_ENABLED="), OPS1)
     assert result.succeeded, result
     assert "MFA_ENABLED" not in env(inspect(project))
+
+
+DATA_DIR = "/var/lib/3dpot-data"
+
+
+def _exec(settings: Settings, container: str, script: str) -> str:
+    client = docker_client(settings, timeout=30)
+    try:
+        exit_code, output = client.containers.get(container).exec_run(["sh", "-c", script])
+        assert exit_code == 0, output
+        return bytes(output).decode().strip()
+    finally:
+        client.close()
+
+
+async def test_data_in_an_anonymous_volume_survives_a_rollback(project: dict[str, Any]) -> None:
+    """A Compose service's `volumes: [/var/lib/3dpot-data]` keeps its data across a rollback."""
+    settings = make_settings(**project)
+    name = backend_container_name(settings)
+    plain = reset(project, "v2.0.6")
+    body, _ = clone_config(plain, None, plain["Config"]["Image"], plain["Image"], {})
+    # As Compose asks for an anonymous volume: a mount with a target and no source.
+    body["HostConfig"].setdefault("Mounts", []).append({"Type": "volume", "Target": DATA_DIR})
+    client = docker_client(settings, timeout=60)
+    try:
+        client.api.remove_container(plain["Id"], force=True)
+        client.api.start(client.api.create_container_from_config(body, name=name)["Id"])
+    finally:
+        client.close()
+    _exec(settings, name, f"echo uploads-before-rollback > {DATA_DIR}/marker")
+    [volume] = [m["Name"] for m in inspect(project)["Mounts"] if m["Destination"] == DATA_DIR]
+
+    world = await _world(project)
+    try:
+        result, _ = await world.run(await propose(world, "v2.0.5"), OPS1)
+    finally:
+        await world.runtime.services.aclose()
+    assert result.succeeded, result
+
+    after = inspect(project)
+    assert after["Config"]["Labels"].get("org.opencontainers.image.version") == "v2.0.5"
+    assert [m["Name"] for m in after["Mounts"] if m["Destination"] == DATA_DIR] == [volume]
+    assert _exec(settings, name, f"cat {DATA_DIR}/marker") == "uploads-before-rollback"
+
+
+def test_docker_anonymous_volumes_are_attached_by_name() -> None:
+    """Docker (unlike Podman) lists an image's VOLUME only under Mounts, and a Compose one as a
+    sourceless HostConfig.Mounts entry: both must come back by name, named volumes untouched.
+
+    The inspect's shape is Docker Engine API v1.41's ContainerInspect (Mounts, HostConfig.Mounts).
+    """
+    source = {
+        "Id": "f" * 64,
+        "Config": {"Image": "3dpot-backend:v2.0.6", "Env": [], "Labels": {}},
+        "HostConfig": {
+            "Binds": ["3dpot_media:/srv/media:rw"],
+            "Mounts": [{"Type": "volume", "Target": "/var/lib/3dpot-data"}],
+            "NetworkMode": "bridge",
+        },
+        "Mounts": [
+            {"Type": "volume", "Name": "3dpot_media", "Source": "/var/lib/docker/volumes/3dpot_media/_data",
+             "Destination": "/srv/media", "Driver": "local", "Mode": "rw", "RW": True, "Propagation": ""},
+            {"Type": "volume", "Name": "a" * 64, "Source": f"/var/lib/docker/volumes/{'a' * 64}/_data",
+             "Destination": "/var/lib/3dpot-data", "Driver": "local", "Mode": "", "RW": True,
+             "Propagation": ""},
+            {"Type": "volume", "Name": "b" * 64, "Source": f"/var/lib/docker/volumes/{'b' * 64}/_data",
+             "Destination": "/cache", "Driver": "local", "Mode": "", "RW": False, "Propagation": ""},
+        ],
+        "NetworkSettings": {"Networks": {}},
+    }  # fmt: skip
+    body, _ = clone_config(source, None, "3dpot-backend:v2.0.5", "sha256:" + "c" * 64, {})
+    host = body["HostConfig"]
+    assert host["Binds"] == ["3dpot_media:/srv/media:rw"]
+    assert sorted(host["Mounts"], key=lambda m: m["Target"]) == [
+        {"Type": "volume", "Source": "b" * 64, "Target": "/cache", "ReadOnly": True},
+        {"Type": "volume", "Source": "a" * 64, "Target": "/var/lib/3dpot-data", "ReadOnly": False},
+    ]
 
 
 @pytest.mark.parametrize(
