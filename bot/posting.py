@@ -1,4 +1,4 @@
-"""Stay within Slack's limits: retry after 429, pace posts per channel, split long messages."""
+"""Stay within Slack's limits: retry 429s, pace posts per channel, split messages, upload files from disk."""
 
 from __future__ import annotations
 
