@@ -38,10 +38,12 @@ from sandbox.processes import (
     SandboxError,
     file_lock,
     kill_all,
+    pid_alive,
     pids_running,
     running_pid,
     spawn,
     terminate,
+    wait_reaped,
     wait_until,
 )
 
@@ -700,26 +702,6 @@ def container_version(container: docker.models.containers.Container) -> str | No
     return ref.rsplit(":", 1)[-1] if ":" in ref else None
 
 
-def _container_process_alive(container: docker.models.containers.Container) -> bool:
-    """Return True if the container's main process still exists on this host."""
-    pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # A killed process stays a zombie (state Z) until its new parent reaps it.
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _wait_reaped(pid: int, timeout: float = 10.0) -> None:
-    """Wait until a killed process has left /proc (its new parent reaps it within seconds)."""
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
 def _init_supported() -> bool:
     """Return True if Podman has its container init (catatonit), needed for init=True."""
     return any(
@@ -752,11 +734,11 @@ def start_backend(settings: Settings, version: str | None = None) -> ComponentSt
             elif container.status != "running":
                 container.start()
                 action = "restarted"
-            elif not _container_process_alive(container):
+            elif not pid_alive(main_pid := int(container.attrs.get("State", {}).get("Pid") or 0)):
                 # Podman's database outlives its processes: when a session's processes are
                 # killed, the container still reads "running" and nothing answers on its port.
                 # Podman cannot remove it while its process is an unreaped zombie.
-                _wait_reaped(int(container.attrs["State"]["Pid"]))
+                wait_reaped(main_pid, timeout=10.0)
                 container.remove(force=True)
                 container = None
                 action = "recreated (its process had died)"

@@ -153,6 +153,14 @@ def wait_dead(pid: int, timeout: float) -> bool:
     return not pid_alive(pid)
 
 
+def wait_reaped(pid: int, timeout: float) -> bool:
+    """Wait until `pid` has left /proc altogether (a zombie reaped too); return True if it did."""
+    deadline = time.monotonic() + timeout
+    while _proc_state(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _proc_state(pid) is None
+
+
 def output_tail(output: Path, lines: int = 15) -> str:
     """Return the last lines of a process output file, for error messages."""
     try:
