@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from bot.render.common import Upload
 from commands.base import CommandResult, format_duration
+from commands.formatting import Unit, format_bytes, format_value
 from commands.graph import GraphData, GraphReport, Marker, Point, Span
-from commands.triage import format_bytes, format_value
-from commands.triage_checklist import Unit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

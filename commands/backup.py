@@ -39,13 +39,13 @@ from commands.backup_store import (
     backup_time,
     check_files,
     hash_file,
-    human_size,
     load_manifest,
     new_backup_id,
     read_verified,
 )
 from commands.base import Arguments, CommandResult, UsageError, parse_positive_int
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
+from commands.formatting import format_bytes
 
 USAGE = "/backup [full|db|storage] | /backup prune [--keep-days 30] [--dry-run]"
 _TYPES: tuple[BackupType, ...] = ("full", "db", "storage")
@@ -157,7 +157,7 @@ def progress_detail(done: float, total: float, unit: str = "", note: str = "") -
 
 def _amount(value: float, unit: str) -> str:
     if unit == "bytes":
-        return human_size(value)
+        return format_bytes(value)
     return f"{int(value):,}"
 
 
@@ -307,7 +307,7 @@ async def take_backup(
         ).sealed()
         await meter.start("write manifest")
         await staging.commit(manifest)
-        await meter.finish("write manifest", f"{backup_id}, {human_size(manifest.total_bytes)}")
+        await meter.finish("write manifest", f"{backup_id}, {format_bytes(manifest.total_bytes)}")
     except BaseException as error:
         # Whatever happened, no half backup stays behind (and none was ever visible).
         with contextlib.suppress(Exception):
@@ -388,7 +388,7 @@ async def _dump_database(
     await staging.put(path, DATABASE_FILE)
     seconds = round(time.perf_counter() - started, 3)
     rows = sum(counts.values())
-    await meter.finish(step, f"{len(counts)} tables, {rows:,} rows, {human_size(size)} in {seconds:.1f} s")
+    await meter.finish(step, f"{len(counts)} tables, {rows:,} rows, {format_bytes(size)} in {seconds:.1f} s")
     part = DatabasePart(
         name=sources.pg.database,
         server_version=server_version,
@@ -481,7 +481,7 @@ async def _copy_objects(sources: BackupSources, staging: Staging, meter: Meter) 
             results.append(entry)
             done["objects"] += 1
             done["bytes"] += fetched.size
-            await meter.advance(step, done["objects"], len(listing), "objects", human_size(done["bytes"]))
+            await meter.advance(step, done["objects"], len(listing), "objects", format_bytes(done["bytes"]))
 
     async with asyncio.TaskGroup() as group:
         for _ in range(max(1, min(sources.concurrency, len(listing)))):
@@ -490,7 +490,7 @@ async def _copy_objects(sources: BackupSources, staging: Staging, meter: Meter) 
     part.seconds = round(time.perf_counter() - started, 3)
     await meter.finish(
         step,
-        f"{len(part.entries):,} objects, {human_size(total_bytes)} from {len(sources.buckets)} bucket(s)"
+        f"{len(part.entries):,} objects, {format_bytes(total_bytes)} from {len(sources.buckets)} bucket(s)"
         f" in {part.seconds:.1f} s",
     )
     return part
@@ -576,7 +576,7 @@ class StoredBackup(BaseModel):
     def line(self) -> str:
         """Write the runbook's line: `2025-11-20_02-00-00 | database+storage | 1.2GB | manifest OK`."""
         verdict = "manifest OK" if self.manifest_ok else "manifest BAD"
-        text = f"{self.id} | {self.type_label} | {human_size(self.size)} | {verdict}"
+        text = f"{self.id} | {self.type_label} | {format_bytes(self.size, compact=True)} | {verdict}"
         return text + (f" | {self.reason}" if self.reason and self.reason != "manual" else "")
 
 
@@ -686,12 +686,12 @@ async def plan_prune(store: BackupStore, args: PruneArgs, now: datetime) -> Prun
     freed = sum(item.size for item in choice.delete)
     plan = Plan(
         title=f"Delete {len(choice.delete)} backup(s) older than {args.keep_days} days",
-        current=[f"{choice.count} backup(s), {human_size(choice.size)}, in {store.location}"],
+        current=[f"{choice.count} backup(s), {format_bytes(choice.size)}, in {store.location}"],
         target=[f"delete {item.line()}" for item in choice.delete]
         + [f"remove unfinished backup {name}" for name in choice.leftovers],
         kept=choice.kept,
         way_back=["none: deleted backups cannot be brought back"],
-        warnings=[f"frees about {human_size(freed)}"],
+        warnings=[f"frees about {format_bytes(freed)}"],
         estimated_seconds=5.0 + len(choice.delete),
         state={
             "store": store.location,

@@ -245,17 +245,6 @@ def check_files(manifest: Manifest, present: dict[str, int]) -> list[str]:
     return problems
 
 
-def human_size(size: float) -> str:
-    """Write a size the way `du -h` and the runbook do: 1.2GB, 340MB, 12KB."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            if unit == "B":
-                return f"{int(size)}B"
-            return f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
-        size /= 1024
-    return f"{size:.0f}TB"
-
-
 # --- stores -----------------------------------------------------------------------------------------
 
 

@@ -13,15 +13,15 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
 from adapters.base import classify
 from adapters.prometheus import PrometheusAdapter, PrometheusQueryError, RangeResult
 from commands.base import Arguments, CommandResult, UsageError, parse_duration
-from commands.triage import format_value
-from commands.triage_checklist import Checklist, PromqlCheck, Unit, render_query
+from commands.formatting import Unit, format_value
+from commands.triage_checklist import Checklist, PromqlCheck, render_query
 
 USAGE = (
     "/graph <check|promql> [since=1h] [step=15s] [unit=percent|ratio|seconds|per_second|count|bytes]"
@@ -33,7 +33,7 @@ MIN_STEP = timedelta(seconds=1)
 # Prometheus refuses more than 11,000 points per series; a picture 1000 px wide shows far fewer.
 MAX_POINTS = 1440
 MAX_SERIES = 8
-UNITS: tuple[Unit, ...] = ("percent", "ratio", "seconds", "per_second", "count", "bytes")
+UNITS: tuple[Unit, ...] = get_args(Unit)
 DEFAULT_RATE_WINDOW = timedelta(minutes=5)
 
 # The runbook's two critical metrics, used when the triage checklist does not define them.

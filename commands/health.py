@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from adapters.base import Pingable, Reason, classify
 from commands.base import Arguments, CommandResult
+from commands.formatting import elapsed_ms
 
 USAGE = "/health — no arguments"
 
@@ -66,12 +67,12 @@ async def probe(dependency: Pingable, group: Group, timeout: float) -> Check:
             name=dependency.name,
             group=group,
             status="down",
-            latency_ms=_elapsed_ms(started),
+            latency_ms=elapsed_ms(started),
             detail=failure.detail if failure.reason != "timeout" else f"no answer within {timeout:g} s",
             reason=failure.reason,
         )
     return Check(
-        name=dependency.name, group=group, status="ok", latency_ms=_elapsed_ms(started), detail=detail
+        name=dependency.name, group=group, status="ok", latency_ms=elapsed_ms(started), detail=detail
     )
 
 
@@ -101,10 +102,6 @@ async def check_health(
         verdict=verdict,
         checks=checks,
         checked_at=checked_at,
-        duration_ms=_elapsed_ms(started),
+        duration_ms=elapsed_ms(started),
         timeout_seconds=timeout,
     )
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)

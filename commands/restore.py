@@ -55,12 +55,12 @@ from commands.backup_store import (
     BackupType,
     Manifest,
     ObjectEntry,
-    human_size,
     parse_backup_id,
     verified_record,
 )
 from commands.base import Arguments, CommandResult, UsageError
 from commands.destructive import Execution, Plan, Progress, Proposal
+from commands.formatting import format_bytes
 
 USAGE = "/restore list | /restore verify <backup id> | /restore <backup id> [--type full|db|storage]"
 TYPED_WORD = "RESTORE"
@@ -395,7 +395,7 @@ async def _current_state(deps: RestoreDeps, parts: list[Part]) -> tuple[list[str
             estimate = sum(int(row["estimate"]) for row in tables)
             lines.append(
                 f"database {sources.pg.database}: {len(tables)} tables, about {estimate:,} rows,"
-                f" {human_size(size)}"
+                f" {format_bytes(size)}"
             )
         except Exception as error:  # shown in the plan; the executor's own steps will fail properly
             warnings.append(f"database {sources.pg.database} did not answer: {describe_error(error)}")
@@ -404,7 +404,7 @@ async def _current_state(deps: RestoreDeps, parts: list[Part]) -> tuple[list[str
             try:
                 listing = await sources.transfer.list_objects(bucket)
                 total = sum(item.size for item in listing)
-                lines.append(f"bucket {bucket}: {len(listing):,} objects, {human_size(total)}")
+                lines.append(f"bucket {bucket}: {len(listing):,} objects, {format_bytes(total)}")
             except Exception as error:
                 warnings.append(f"bucket {bucket} did not answer: {describe_error(error)}")
     try:
@@ -459,7 +459,7 @@ async def plan_restore(
             objects = [item for item in manifest.objects if item.bucket == bucket]
             target.append(
                 f"bucket {bucket}: made equal to the backup ({len(objects):,} objects,"
-                f" {human_size(sum(item.size for item in objects))}); objects not in the backup are removed"
+                f" {format_bytes(sum(item.size for item in objects))}); objects not in the backup are removed"
             )
     target.append(f"backend {deps.backend_label}: stopped during the restore, then started again")
     label = "database and objects" if parts == ["db", "storage"] else TYPE_LABELS[_parts_type(parts)]
@@ -479,7 +479,10 @@ async def plan_restore(
     estimate = estimate_seconds(manifest, parts)
     plan = Plan(
         title=f"Restore the {label} from backup {manifest.id}",
-        current=[*current, f"backup {manifest.id}: {entry.type_label}, {human_size(entry.size)}, {age} old"],
+        current=[
+            *current,
+            f"backup {manifest.id}: {entry.type_label}, {format_bytes(entry.size)}, {age} old",
+        ],
         target=target,
         kept=[
             "an emergency backup of everything overwritten, taken once the backend is stopped",
@@ -632,7 +635,7 @@ async def _check_step(run: _Run) -> str:
     bad = await check_checksums(run.deps, run.manifest, run.meter, "check backup")
     if bad:
         raise UsageError(f"backup {run.manifest.id} is damaged ({'; '.join(bad[:3])}); refusing it")
-    return f"{len(run.manifest.files)} files, {human_size(run.manifest.total_bytes)}, checksums match"
+    return f"{len(run.manifest.files)} files, {format_bytes(run.manifest.total_bytes)}, checksums match"
 
 
 async def _stop_step(run: _Run) -> str:
@@ -662,9 +665,9 @@ async def _emergency_step(run: _Run) -> str:
     emergency = run.emergency
     run.notes.append(
         f"emergency backup {emergency.id} ({TYPE_LABELS[emergency.type]},"
-        f" {human_size(emergency.total_bytes)}) holds the state before the restore"
+        f" {format_bytes(emergency.total_bytes)}) holds the state before the restore"
     )
-    return f"{emergency.id}, {human_size(emergency.total_bytes)}"
+    return f"{emergency.id}, {format_bytes(emergency.total_bytes)}"
 
 
 async def _database_step(run: _Run) -> str:

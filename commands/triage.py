@@ -36,6 +36,7 @@ from commands.base import (
     parse_duration,
     parse_positive_int,
 )
+from commands.formatting import Unit, elapsed_ms, format_bytes, format_value
 from commands.triage_checklist import (
     AuditCheck,
     Check,
@@ -52,7 +53,6 @@ from commands.triage_checklist import (
     RedisClientsCheck,
     RedisMemoryCheck,
     StorageCheck,
-    Unit,
     render_query,
 )
 
@@ -419,53 +419,6 @@ def _need(source: T | None, name: str) -> T:
 
 
 # --- formatting -----------------------------------------------------------------------------
-
-
-def format_value(value: float | None, unit: Unit) -> str:
-    """Write a figure in its unit for people: 9.8 %, 2.25 s, 0.42/s, 8.8 MB."""
-    if value is None:
-        return "—"
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if unit == "percent":
-        percent = round(value * 100, 6)  # 0.1 from a ratio of sums is often 9.999999999
-        if percent == int(percent) or abs(percent) >= 10:
-            return f"{percent:.0f} %"
-        return f"{percent:.1f} %" if abs(percent) >= 0.1 else f"{percent:.2g} %"
-    if unit == "seconds":
-        if abs(value) < 1:
-            return f"{_short_number(value * 1000)} ms"
-        return f"{_short_number(value)} s"
-    if unit == "per_second":
-        return f"{_short_number(value)}/s"
-    if unit == "bytes":
-        return format_bytes(value)
-    return _short_number(value)
-
-
-def _short_number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 0.01:
-        return f"{value:.2f}".rstrip("0").rstrip(".")
-    return f"{value:.2g}"
-
-
-def format_bytes(value: float) -> str:
-    """Write a size with binary units: 512 B, 8.8 MB, 1.2 GB."""
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def _threshold_text(check: Check, unit: Unit) -> str:
@@ -1182,7 +1135,7 @@ async def run_check(check: Check, run: _Run, timeout: float, advice: dict[str, A
             value=None,
             threshold=threshold,
             reason=reason,
-            duration_ms=_elapsed_ms(started),
+            duration_ms=elapsed_ms(started),
             timeout_seconds=timeout,
             advice=_advice_for(check, "unknown", advice),
         )
@@ -1201,7 +1154,7 @@ async def run_check(check: Check, run: _Run, timeout: float, advice: dict[str, A
         value=measured.value if measured.value is not None and math.isfinite(measured.value) else None,
         threshold=threshold,
         reason=measured.reason,
-        duration_ms=_elapsed_ms(started),
+        duration_ms=elapsed_ms(started),
         timeout_seconds=timeout,
         evidence=measured.evidence,
         advice=_advice_for(check, status, advice),
@@ -1244,10 +1197,6 @@ def _advice_for(check: Check, status: Status, advice: dict[str, AdviceShown]) ->
         return []
     keys = check.unknown_advice if status == "unknown" and check.unknown_advice is not None else check.advice
     return [advice[key] for key in keys if key in advice]
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def overall(findings: Sequence[Finding]) -> Status:
@@ -1317,7 +1266,7 @@ async def run_triage(
         findings=findings,
         window=format_duration(run.window),
         checked_at=checked_at,
-        duration_ms=_elapsed_ms(started),
+        duration_ms=elapsed_ms(started),
         checklist=checklist_path,
     )
 
@@ -1456,7 +1405,7 @@ async def run_lookup(
         left_out=found.left_out,
         scan=_scan(found.stats, log_paths),
         audit_problem=audit_problem,
-        duration_ms=_elapsed_ms(started),
+        duration_ms=elapsed_ms(started),
     )
 
 
@@ -1497,7 +1446,7 @@ async def run_logs(args: LogsArgs, log_paths: list[str], now: datetime | None = 
         matched=total,
         left_out=total - len(kept),
         scan=_scan(stats, log_paths),
-        duration_ms=_elapsed_ms(started),
+        duration_ms=elapsed_ms(started),
     )
 
 

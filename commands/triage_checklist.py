@@ -21,10 +21,10 @@ from pydantic import (
 )
 
 from commands.base import UsageError, parse_duration
+from commands.formatting import Unit
 
 DEFAULT_CHECKLIST = Path(__file__).with_name("triage_checks.yaml")
 
-Unit = Literal["percent", "ratio", "seconds", "per_second", "count", "bytes"]
 Direction = Literal["above", "below"]
 _MULTIPLE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[x×]\s*$")
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_]\w*)")

@@ -30,12 +30,12 @@ from commands.backup_store import (
     FileEntry,
     Manifest,
     backup_time,
-    human_size,
     load_manifest,
     new_backup_id,
 )
 from commands.base import UsageError
 from commands.destructive import Proposal, Step
+from commands.formatting import format_bytes
 from commands.restore import BackupList, VerifyReport
 from tests.fakes import FakeSlack
 from tests.gate_helpers import drill_command  # noqa: F401  (autouse fixture of the gate helpers)
@@ -198,7 +198,8 @@ async def test_an_s3_backup_store_round_trip(project: dict[str, Any], tmp_path: 
             listing = await plat.restore_run("list")
             assert isinstance(listing, BackupList) and listing.location == location + "/"
             assert [item.line() for item in listing.backups] == [
-                f"{taken.id} | database+storage | {human_size(taken.total_bytes)} | manifest OK"
+                f"{taken.id} | database+storage"
+                f" | {format_bytes(taken.total_bytes, compact=True)} | manifest OK"
             ]
             report = await plat.restore_run("verify", taken.id)
             assert isinstance(report, VerifyReport) and report.ok, report.problems
@@ -354,7 +355,7 @@ def test_manifests_refuse_file_names_outside_the_backup() -> None:
 
 
 def test_sizes_read_like_the_runbook() -> None:
-    assert [human_size(n) for n in (0, 999, 2048, 1.2 * 1024**3, 340 * 1024**2)] == [
+    assert [format_bytes(n, compact=True) for n in (0, 999, 2048, 1.2 * 1024**3, 340 * 1024**2)] == [
         "0B",
         "999B",
         "2.0KB",

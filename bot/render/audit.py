@@ -29,6 +29,7 @@ from bot.render.common import (
 from commands.audit import AuditExport, AuditReport, AuditRow, AuditUnavailable, Breakdown, Group
 from commands.audit_indexes import AuditIndexes
 from commands.base import CommandResult
+from commands.formatting import format_bytes
 
 MAX_BLOCKS = 50
 ROW_COLUMNS = ("time (UTC)", "action", "outcome", "user", "ip", "request id")
@@ -238,7 +239,7 @@ def _report_reply(report: AuditReport) -> SlackReply:
 
 
 def _export_reply(result: AuditExport) -> SlackReply:
-    size = _size(result.size_bytes)
+    size = format_bytes(result.size_bytes)
     what = f"{clip(result.description, SUBJECT_CAP)}, last {result.since}"
     text = f"Audit export: {result.rows:,} rows ({result.format.upper()}, {size}) — {what}"
     lines = [f":page_facing_up: *Audit export* · *{result.rows:,}* rows · {result.format.upper()} · {size}"]
@@ -390,7 +391,7 @@ def _terminal_export(result: AuditExport, console: Console) -> None:
     where = "stdout" if result.destination == "stdout" else result.destination
     out.print(
         Text(
-            f"wrote {result.rows:,} rows ({result.format.upper()}, {_size(result.size_bytes)}) of"
+            f"wrote {result.rows:,} rows ({result.format.upper()}, {format_bytes(result.size_bytes)}) of"
             f" {result.description}, last {result.since}, to {where} in {result.duration_ms / 1000:.1f} s"
             f" ({result.rows_per_second:,.0f} rows/s)"
         )
@@ -427,12 +428,3 @@ def terminal(result: Any, console: Console) -> None:
         Console(stderr=True, highlight=False).print(Text(_unavailable_text(result), style="bold red"))
     else:
         raise TypeError(f"not an /audit result: {type(result).__name__}")
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "kB", "MB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from bot.render.common import Block, Message, SlackReply, context, escape, header, section
 from commands.backup import BackupResult, PruneResult, StoredBackup
-from commands.backup_store import human_size
+from commands.formatting import format_bytes
 from commands.restore import BackupList, VerifyReport
 
 _LIST_LIMIT = 40  # lines in one Slack section stay under its 3,000 characters
@@ -31,10 +31,10 @@ def _backup_lines(result: BackupResult) -> list[str]:
     if result.database:
         lines.append(
             f"database `{escape(result.database)}`: {result.tables} tables, {result.rows:,} rows,"
-            f" dump {human_size(result.database_bytes)} in {result.database_seconds:.1f} s"
+            f" dump {format_bytes(result.database_bytes)} in {result.database_seconds:.1f} s"
         )
     if result.type != "db":
-        size = human_size(result.objects_bytes)
+        size = format_bytes(result.objects_bytes)
         lines.append(f"objects: {result.objects:,} ({size}) in {result.objects_seconds:.1f} s")
     return lines
 
@@ -67,7 +67,7 @@ def slack_backup(result: Any) -> SlackReply:
     blocks: list[Block] = [
         header(f"Backup {result.id} ({result.type_label})"),
         section(
-            f":white_check_mark: *{human_size(result.total_bytes)}* in {result.seconds:.1f} s\n"
+            f":white_check_mark: *{format_bytes(result.total_bytes)}* in {result.seconds:.1f} s\n"
             + "\n".join(f"• {line}" for line in lines)
         ),
     ]
@@ -79,7 +79,7 @@ def slack_backup(result: Any) -> SlackReply:
             f" check it with `/restore verify {result.id}`"
         )
     )
-    text = f"Backup {result.id} ({result.type_label}, {human_size(result.total_bytes)}) done"
+    text = f"Backup {result.id} ({result.type_label}, {format_bytes(result.total_bytes)}) done"
     return SlackReply(main=Message(text=text, blocks=blocks))
 
 
@@ -102,7 +102,7 @@ def terminal_backup(result: Any, console: Console) -> None:
         console.print(escape_markup(str(result)))
         return
     console.print(
-        f"[bold green]Backup {result.id}[/] ({result.type_label}) {human_size(result.total_bytes)}"
+        f"[bold green]Backup {result.id}[/] ({result.type_label}) {format_bytes(result.total_bytes)}"
         f" in {result.seconds:.1f} s → {escape_markup(result.location)}"
     )
     for line in _backup_lines(result):
@@ -121,7 +121,7 @@ def _verified(item: StoredBackup) -> str:
 def _verify_lines(report: VerifyReport) -> list[str]:
     lines = [
         f"checksums: {report.files_checked - len(report.bad_files)}/{report.files_checked} files"
-        f" ({human_size(report.bytes_checked)}) match, {report.checksum_seconds:.1f} s"
+        f" ({format_bytes(report.bytes_checked)}) match, {report.checksum_seconds:.1f} s"
     ]
     lines += [f"  ✗ {item}" for item in report.bad_files[:10]]
     if report.test_restore:

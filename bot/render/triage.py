@@ -26,6 +26,7 @@ from bot.render.common import (
     section,
 )
 from commands.base import CommandResult
+from commands.formatting import format_bytes
 from commands.graph import GraphReport
 from commands.triage import (
     Evidence,
@@ -35,7 +36,6 @@ from commands.triage import (
     LookupReport,
     Scan,
     TriageReport,
-    format_bytes,
 )
 
 # Slack allows 50 blocks a message; a little room is kept for the header and footer of a part.
