@@ -350,8 +350,8 @@ async def upload_to_slack(slack_url: str, path: Path) -> None:
     # Imported here, so the plain export's memory figures do not carry the Slack client's.
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from bot.posting import upload_from_disk
     from bot.render.common import Upload
+    from bot.slack.posting import upload_from_disk
 
     client = AsyncWebClient(token=BENCH_TOKEN, base_url=slack_url, timeout=30)
     upload = Upload(filename=path.name, content=b"", title="benchmark export", path=path)

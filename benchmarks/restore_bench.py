@@ -38,9 +38,10 @@ from typing import Any
 
 import asyncpg
 
-from bot.backup_runner import backup_sources, restore_deps
 from bot.config import Settings
-from bot.progress import StepRecorder
+from bot.gate.progress import StepRecorder
+from bot.runners.backup import backup_sources
+from bot.runners.restore import restore_deps
 from bot.services import Services
 from commands import backup, restore
 from commands.backup_store import BackupType
@@ -281,7 +282,8 @@ async def our_restore(services: Services, backup_id: str) -> tuple[float, Quiet,
 
 
 async def run(args: argparse.Namespace) -> None:
-    from sandbox.manager import ensure_images, start_backend, stop_backend
+    from sandbox.backend_container import start_backend, stop_backend
+    from sandbox.images import ensure_images
 
     settings = settings_for(args, free_port())
     shutil.rmtree(WORK, ignore_errors=True)
@@ -338,7 +340,7 @@ async def one_round(
     def add(name: str, value: float) -> None:
         figures[name] = value
 
-    from sandbox.manager import start_backend
+    from sandbox.backend_container import start_backend
 
     await asyncio.to_thread(start_backend, settings)  # an interrupted round may have left it stopped
     plain = WORK / "plain" / f"round{round_number}"

@@ -24,13 +24,16 @@ import docker.errors
 import httpx
 
 from adapters.engine import clone_config
-from bot.commands_registry import COMMANDS, Invocation
 from bot.config import Settings
-from bot.mfa import code_at
+from bot.gate.mfa import code_at
+from bot.invocation import Invocation
+from bot.registry import COMMANDS
 from bot.runtime import Runtime
 from bot.state import migrate
 from commands.destructive import Proposal, Step
-from sandbox.manager import docker_client, ensure_images, remove_project, start_backend, start_podman
+from sandbox.backend_container import remove_project, start_backend
+from sandbox.images import ensure_images
+from sandbox.podman import docker_client, start_podman
 
 PROJECT = "3dpot-rbbench"
 IMAGE = "3dpot-backend-rbbench"

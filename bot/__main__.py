@@ -1,5 +1,5 @@
 """Run the CLI as `python -m bot`."""
 
-from bot.cli import entrypoint
+from bot.cli.main import entrypoint
 
 entrypoint()

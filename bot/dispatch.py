@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import structlog
 
-from bot.commands_registry import COMMANDS, CommandSpec, Invocation
+from bot.invocation import Invocation
+from bot.registry import COMMANDS, CommandSpec
 from bot.services import Services
 from commands.base import CommandResult, UsageError
 

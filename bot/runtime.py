@@ -6,14 +6,16 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.authz import Authorizer
+from bot.concurrency import InFlight
 from bot.config import Settings
-from bot.gate import Gate
-from bot.inflight import InFlight
-from bot.locks import OperationLock
-from bot.mfa import MfaService
-from bot.posting import ChannelPacer
+from bot.gate.authz import Authorizer
+from bot.gate.gate import Gate
+from bot.gate.locks import OperationLock
+from bot.gate.mfa import MfaService
+from bot.gate.mfa_command import MfaCommand
+from bot.registry import COMMANDS
 from bot.services import Services
+from bot.slack.posting import ChannelPacer
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Runtime:
     authorizer: Authorizer
     mfa: MfaService
     gate: Gate
+    mfa_command: MfaCommand
     slack_client: AsyncWebClient | None
     in_flight: InFlight
     pacer: ChannelPacer
@@ -37,12 +40,13 @@ class Runtime:
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         mfa = MfaService(services.state_db, secret)
         lock = OperationLock(services.state_db, settings.environment, settings.lock_lease_seconds)
-        gate = Gate(services, authorizer, mfa, lock)
+        gate = Gate(services, authorizer, mfa, lock, COMMANDS)
         return cls(
             services=services,
             authorizer=authorizer,
             mfa=mfa,
             gate=gate,
+            mfa_command=MfaCommand(mfa, authorizer, services.state_db, services.metrics),
             slack_client=slack_client,
             in_flight=InFlight(services.metrics),
             pacer=ChannelPacer(),

@@ -16,12 +16,11 @@ from adapters.pg_tools import PgTools
 from adapters.postgres import PostgresAdapter
 from adapters.prometheus import PrometheusAdapter
 from adapters.redis_store import RedisAdapter
-from adapters.slack_api import SlackAdapter
+from adapters.slack_api import SlackAdapter, build_client
 from adapters.storage import StorageAdapter
+from bot.concurrency import SingleFlight
 from bot.config import Settings
 from bot.observability import BotMetrics
-from bot.posting import install_rate_limit_retry
-from bot.singleflight import SingleFlight
 
 
 @dataclass
@@ -84,8 +83,7 @@ class Services:
         slack = None
         if settings.slack_bot_token is not None:
             # The one Slack client of the process: the app, incidents, graphs and the gate share it.
-            client = build_slack_client(settings)
-            install_rate_limit_retry(client, metrics)
+            client = build_slack_client(settings, metrics)
             slack = SlackAdapter(client)
         github = None
         if settings.github_token is not None and settings.github_repo:
@@ -152,7 +150,15 @@ class Services:
         await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True), timeout=10)
 
 
-def build_slack_client(settings: Settings) -> AsyncWebClient:
-    """Build the Slack Web API client, pointed at the configured API base (a fake in tests)."""
+def build_slack_client(settings: Settings, metrics: BotMetrics | None = None) -> AsyncWebClient:
+    """Build the Slack Web API client, pointed at the configured API base (a fake in tests).
+
+    With metrics, 429s are retried after Retry-After and counted.
+    """
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+    counter = metrics.slack_rate_limited if metrics is not None else None
+    return build_client(
+        token,
+        settings.slack_api_url,
+        (lambda method: counter.labels(method).inc()) if counter is not None else None,
+    )

@@ -9,18 +9,16 @@ from typing import IO, Any
 
 import asyncpg
 
-from commands.audit import (
+from commands.audit_queries import (
     CLIENT_TIMEOUT_MARGIN,
-    AuditExport,
-    AuditUnavailable,
-    ExportFormat,
-    ExportRequest,
     Params,
     ReadOnlyDatabase,
     prepare_session,
     unavailable,
     where_clause,
 )
+from commands.audit_request import ExportFormat, ExportRequest
+from commands.audit_results import AuditExport, AuditUnavailable
 from commands.base import CommandResult, format_duration
 
 COLUMNS = ("id", "timestamp", "action", "user_id", "username", "ip_address", "details")

@@ -8,7 +8,7 @@ from importlib import resources
 import asyncpg
 from pydantic import BaseModel
 
-from commands.audit import CLIENT_TIMEOUT_MARGIN, ReadOnlyDatabase
+from commands.audit_queries import CLIENT_TIMEOUT_MARGIN, ReadOnlyDatabase
 from commands.base import CommandResult
 
 INDEX_FILE = "audit_indexes.sql"

@@ -8,7 +8,10 @@ import json
 import sys
 from typing import Any
 
-from sandbox.manager import VERSIONS, SandboxError, down, get_faults, set_faults, status, up
+from sandbox.backend_container import get_faults, set_faults
+from sandbox.images import VERSIONS
+from sandbox.manager import down, status, up
+from sandbox.processes import SandboxError
 
 
 def _parser() -> argparse.ArgumentParser:

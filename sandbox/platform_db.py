@@ -1,4 +1,7 @@
-"""Provision the platform database (with a seeded `audit_log`) and the bot's empty state database."""
+"""Provision the platform database (with a seeded `audit_log`) and the bot's empty state database.
+
+The sandbox's `db` component: the machine's PostgreSQL is never started or stopped here.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,16 @@ import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from sandbox.component import ComponentStatus
+from sandbox.processes import SandboxError
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
@@ -366,3 +375,21 @@ async def database_status(platform_dsn: str, state_dsn: str) -> tuple[bool, str]
         state_ok = False
     detail = f"{database_name(platform_dsn)}: {count} audit_log rows; {state_detail}"
     return bool(has_table) and state_ok, detail
+
+
+async def provision_db(settings: Settings, *, reseed: bool = False) -> ComponentStatus:
+    """Create the platform and state databases; seed `audit_log` when empty, stale or asked."""
+    try:
+        detail = await provision_databases(
+            settings.platform_database_url, settings.state_database_url, reseed=reseed
+        )
+    except (OSError, TimeoutError) as error:
+        raise SandboxError(f"db: PostgreSQL unavailable ({type(error).__name__}: {error})") from None
+    name = database_name(settings.platform_database_url)
+    return ComponentStatus("db", True, f"{name}: {detail}")
+
+
+async def db_status(settings: Settings) -> ComponentStatus:
+    """Report whether both databases answer."""
+    ok, detail = await database_status(settings.platform_database_url, settings.state_database_url)
+    return ComponentStatus("db", ok, detail)

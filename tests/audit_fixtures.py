@@ -15,9 +15,9 @@ import asyncpg
 import pytest
 
 from adapters.postgres import PostgresAdapter
+from bot.listeners.app import build_slack_app
 from bot.runtime import Runtime
-from bot.server import build_web_app
-from bot.slack_app import build_slack_app
+from bot.web.server import build_web_app
 from commands.audit_indexes import index_statements
 from sandbox.platform_db import seed_audit_log
 from tests.conftest import ADMIN_DSN, BOT_TOKEN, SIGNING_SECRET, make_settings, recreate_database, serve_app

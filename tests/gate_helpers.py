@@ -13,9 +13,10 @@ from typing import Any
 import pyotp
 import pytest
 
-from bot.commands_registry import COMMANDS, CommandSpec, Invocation
-from bot.gate import Approval, Confirmation
-from bot.mfa import code_at
+from bot.gate.gate import Approval, Confirmation
+from bot.gate.mfa import code_at
+from bot.invocation import Invocation
+from bot.registry import COMMANDS, CommandSpec
 from bot.render.common import Message, SlackReply
 from bot.runtime import Runtime
 from bot.services import Services

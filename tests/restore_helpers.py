@@ -22,19 +22,18 @@ import docker.errors
 import pytest
 
 from bot.config import Settings
+from bot.runners import backup as backup_runner
+from bot.runners import restore as restore_runner
 from bot.services import Services
 from commands import backup, restore
 from commands.backup_store import Manifest
 from commands.destructive import Execution, Proposal, Step
-from sandbox.manager import (
-    SandboxStatus,
-    docker_client,
-    ensure_images,
-    remove_project,
-    s3_client,
-    start_backend,
-)
+from sandbox.backend_container import remove_project, start_backend
+from sandbox.images import ensure_images
+from sandbox.manager import SandboxStatus
 from sandbox.platform_db import seed_audit_log
+from sandbox.podman import docker_client
+from sandbox.seaweedfs import s3_client
 from tests.conftest import make_settings, recreate_database
 from tests.gate_helpers import GateWorld, gate_world
 from tests.netutil import free_port
@@ -260,26 +259,18 @@ class Platform:
         return self.settings.platform_database_url
 
     def deps(self) -> restore.RestoreDeps:
-        from bot.backup_runner import restore_deps
-
-        return restore_deps(self.services)
+        return restore_runner.restore_deps(self.services)
 
     async def backup(self, *tokens: str) -> backup.BackupResult:
-        from bot.backup_runner import run_backup
-
-        result = await run_backup(self.services, list(tokens), self.world.invocation(OPS1))
+        result = await backup_runner.run(self.services, list(tokens), self.world.invocation(OPS1))
         assert isinstance(result, backup.BackupResult), result
         return result
 
     async def backup_prune(self, *tokens: str) -> Any:
-        from bot.backup_runner import run_backup
-
-        return await run_backup(self.services, list(tokens), self.world.invocation(OPS1))
+        return await backup_runner.run(self.services, list(tokens), self.world.invocation(OPS1))
 
     async def restore_run(self, *tokens: str, user: str = OPS1) -> Any:
-        from bot.backup_runner import run_restore
-
-        return await run_restore(self.services, list(tokens), self.world.invocation(user))
+        return await restore_runner.run(self.services, list(tokens), self.world.invocation(user))
 
     async def propose_restore(self, *tokens: str) -> Proposal:
         result = await self.restore_run(*tokens)

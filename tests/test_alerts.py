@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.commands_registry import COMMANDS, CommandSpec, Invocation
+from bot.invocation import Invocation
+from bot.registry import COMMANDS, CommandSpec
 from bot.render.alert import DECLARE_ACTION, TRIAGE_ACTION
 from bot.render.common import Message, SlackReply, section
 from bot.services import Services

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.postgres import PostgresAdapter
-from bot.audit_runner import run_audit
+from bot.invocation import Invocation
+from bot.runners.audit import run as run_audit
 from bot.services import Services
 from commands.audit import AuditExport, AuditUnavailable, ExportRequest, Limits, parse
 from commands.audit_export import COLUMNS, export
@@ -275,7 +276,9 @@ async def test_a_failed_export_leaves_no_file(
     try:
         async with raw.transaction():
             await raw.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
-            result = await run_audit(services, ["export", "csv", f"output={target}"], "cli")
+            result = await run_audit(
+                services, ["export", "csv", f"output={target}"], Invocation("test", "cli")
+            )
     finally:
         await services.aclose()
     assert isinstance(result, AuditUnavailable) and result.reason == "timeout"

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.audit_runner import run_audit
+from bot.invocation import Invocation
+from bot.runners.audit import run as run_audit
 from bot.services import Services
 from commands import audit
 from commands.audit import AuditFilter, AuditQuery, ExportRequest, IndexesRequest, Limits, parse
@@ -215,14 +216,14 @@ BAD = [
 async def test_bad_input_runs_no_query(spied: tuple[Services, SpyDatabase], tokens: list[str]) -> None:
     services, spy = spied
     with pytest.raises(UsageError):
-        await run_audit(services, tokens, "slack")
+        await run_audit(services, tokens, Invocation("test", "slack"))
     assert spy.calls == 0
 
 
 async def test_output_is_refused_from_slack_before_any_query(spied: tuple[Services, SpyDatabase]) -> None:
     services, spy = spied
     with pytest.raises(UsageError, match="from Slack the file comes in the thread"):
-        await run_audit(services, ["export", "csv", "output=/etc/passwd"], "slack")
+        await run_audit(services, ["export", "csv", "output=/etc/passwd"], Invocation("test", "slack"))
     assert spy.calls == 0
 
 
@@ -285,7 +286,7 @@ async def test_no_malformed_address_reaches_the_database(
 ) -> None:
     services, spy = spied
     with pytest.raises(UsageError):
-        await run_audit(services, ["ip", text], "cli")
+        await run_audit(services, ["ip", text], Invocation("test", "cli"))
     assert spy.calls == 0
 
 

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import pytest
 
-from bot import audit_trail
-from bot.gate import Refused
-from bot.locks import LockHeld, LockLost, OperationLock
-from bot.mfa import lockout_for
+from bot.gate import audit_trail
+from bot.gate.gate import Refused
+from bot.gate.locks import LockHeld, LockLost, OperationLock
+from bot.gate.mfa import lockout_for
 from commands.destructive import Execution, Proposal
 from tests.gate_helpers import (
     DRILL_KEY,
@@ -316,7 +316,7 @@ async def test_two_operations_at_once_exactly_one_proceeds(
 _HOLD_LOCK = """
 import asyncio, os, sys
 from adapters.postgres import PostgresAdapter
-from bot.locks import OperationLock
+from bot.gate.locks import OperationLock
 async def main():
     lock = OperationLock(PostgresAdapter("state", sys.argv[1], 2), "test", lease_seconds=2)
     lease = await lock.acquire("U0CRASHED", "drill")

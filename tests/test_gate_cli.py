@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 
-from bot.cli import run_command
-from bot.cli_gate import run_gate_command
+from bot.cli.gate import run_gate_command
+from bot.cli.main import run_command
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.state import migrate

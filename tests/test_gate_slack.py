@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pyotp
 
-from bot.mfa import code_at
+from bot.gate.mfa import code_at
 from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW, TOTP_BLOCK
 from bot.runtime import Runtime
 from tests.conftest import SIGNING_SECRET, recreate_database

@@ -19,15 +19,16 @@ import pytest
 from PIL import Image
 
 from adapters.postgres import PostgresAdapter
-from bot import audit_trail, graph_runner
-from bot.audit_trail import TrailEntry
-from bot.cli import run_command
-from bot.graphs import describe, describe_report, render, render_png
+from bot.cli.main import run_command
+from bot.gate import audit_trail
+from bot.gate.audit_trail import TrailEntry
+from bot.render.picture import describe, describe_report, render, render_png
+from bot.runners import graph as graph_runner
 from bot.services import Services
 from bot.state import migrate
 from commands import graph
 from commands.base import UsageError
-from sandbox.manager import backfill_prometheus, stop_prometheus
+from sandbox.prometheus import backfill_prometheus, stop_prometheus
 from tests.conftest import make_settings, recreate_database
 from tests.fakes import FakeSlack
 from tests.graph_helpers import (
@@ -92,7 +93,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 
 
 class _Clock(datetime):
-    """Stands in for `datetime` inside bot.audit_trail, so rows are written at chosen times."""
+    """Stands in for `datetime` inside bot.gate.audit_trail, so rows are written at chosen times."""
 
     moment: datetime = datetime.now(UTC)
 

@@ -9,11 +9,11 @@ import pytest
 from rich.console import Console
 
 from adapters.prometheus import RangeResult, RangeSeries
-from bot.cli import _take_png
-from bot.commands_registry import COMMANDS
-from bot.graph_runner import action_marker
-from bot.graphs import describe
+from bot.cli.main import _take_png
+from bot.registry import COMMANDS
 from bot.render.graph import sparkline, terminal
+from bot.render.picture import describe
+from bot.runners.graph import action_marker
 from commands import graph
 from commands.base import UsageError
 from commands.triage_checklist import load_checklist

@@ -140,7 +140,7 @@ def test_config_masks_secrets(command: list[str]) -> None:
 
 
 async def test_real_sandbox_is_healthy_and_a_stopped_s3_server_is_named(sandbox: object) -> None:
-    from sandbox.manager import start_s3, stop_s3
+    from sandbox.seaweedfs import start_s3, stop_s3
 
     settings = settings_for()
     report = await health_of(settings)
@@ -167,7 +167,7 @@ async def test_real_sandbox_is_healthy_and_a_stopped_s3_server_is_named(sandbox:
 
 
 async def test_unhealthy_api_answer_is_reported_as_such(sandbox: object) -> None:
-    from sandbox.manager import set_faults_async
+    from sandbox.backend_container import set_faults_async
 
     settings = settings_for()
     await set_faults_async(settings, health="fail")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from adapters.incident_store import IncidentStore
-from bot import incidents
 from bot.render.incident import ASK_DECLARE_ACTION, ASK_NOTE_ACTION
 from bot.services import Services
+from bot.slack import incidents
 from bot.state import migrate
 from commands import incident
 from commands.base import UsageError

@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT7
 
-from bot.commands_registry import COMMAND_NAMES
+from bot.registry import COMMAND_NAMES
 from tests.fakes.specs import REPO_ROOT, load_spec, specs_dir
 
 MANIFEST_PATH = REPO_ROOT / "app.yaml"

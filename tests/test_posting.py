@@ -7,11 +7,12 @@ import time
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.commands_registry import CommandSpec
+from adapters.slack_api import install_rate_limit_retry
 from bot.observability import BotMetrics
-from bot.posting import ChannelPacer, ResponseUrl, ResponseUrlSpent, install_rate_limit_retry, split_message
+from bot.registry import CommandSpec
 from bot.render.common import Message, SlackReply, section
-from bot.slack_app import post_result
+from bot.slack.posting import ChannelPacer, ResponseUrl, ResponseUrlSpent, split_message
+from bot.slack.reply import post_reply
 from commands.base import CommandResult
 from tests.conftest import BOT_TOKEN
 from tests.fakes import FakeSlack, validate_blocks
@@ -61,7 +62,7 @@ async def test_posts_to_one_channel_are_paced_after_a_short_burst() -> None:
 async def test_a_429_is_retried_after_retry_after_and_counted(fake_slack: FakeSlack) -> None:
     metrics = BotMetrics()
     client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.url)
-    install_rate_limit_retry(client, metrics)
+    install_rate_limit_retry(client, lambda method: metrics.slack_rate_limited.labels(method).inc())
     fake_slack.rate_limit("chat.postMessage", times=1, retry_after=1)
     started = time.monotonic()
     answer = await client.chat_postMessage(channel="C0INCIDENT", text="after the limit")
@@ -111,6 +112,8 @@ async def test_an_answer_for_the_caller_only_falls_back_to_the_web_api_once_the_
         slack=lambda result: SlackReply(main=Message(text="only for you", blocks=[]), ephemeral=True),
         terminal=lambda result, console: None,
     )
-    await post_result(client, spent, "C0INCIDENT", spec, CommandResult(), None, user="U0ONCALL01")  # type: ignore[arg-type]
+    await post_reply(
+        client, spent, "C0INCIDENT", spec.name, spec.slack(CommandResult()), None, user="U0ONCALL01"
+    )  # type: ignore[arg-type]
     [call] = fake_slack.calls_to("chat.postEphemeral")
     assert call.params["user"] == "U0ONCALL01" and call.params["text"] == "only for you"

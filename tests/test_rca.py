@@ -16,8 +16,8 @@ import pytest
 
 from adapters.github import GitHubAdapter
 from adapters.incident_store import Incident, IncidentStore, RcaDraft
-from bot import rca as rca_runner
 from bot.render.rca import FILE_ACTION
+from bot.runners import rca as rca_runner
 from bot.services import Services
 from bot.state import migrate
 from commands import incident, rca

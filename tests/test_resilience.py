@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from bot.runtime import Runtime
-from bot.server import report_interrupted
 from bot.state import migrate
+from bot.web.server import report_interrupted
 from commands.destructive import Execution
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, make_settings, recreate_database
 from tests.fakes import FakeSlack, signed_slash_command_request

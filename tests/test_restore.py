@@ -15,13 +15,13 @@ import asyncpg
 import pytest
 
 from adapters.engine import EngineAdapter
-from bot.gate import Refused
+from bot.gate.gate import Refused
 from bot.services import BackupAdapters
 from commands.backup_store import DATABASE_FILE, MANIFEST, Manifest
 from commands.base import UsageError
 from commands.destructive import Proposal, Step
 from commands.restore import BackupList, VerifyReport
-from sandbox.manager import s3_client
+from sandbox.seaweedfs import s3_client
 from tests.conftest import make_settings
 from tests.gate_helpers import drill_command  # noqa: F401  (autouse fixture of the gate helpers)
 from tests.netutil import free_port

@@ -22,23 +22,18 @@ import httpx
 import pytest
 
 from adapters.engine import clone_config
-from bot.commands_registry import COMMANDS
 from bot.config import Settings
-from bot.gate import Refused
-from bot.mfa import code_at
+from bot.gate.gate import Refused
+from bot.gate.mfa import code_at
+from bot.registry import COMMANDS
 from bot.render.gate import CONFIRM_ACTION, MFA_VIEW
 from commands.base import UsageError, tokenize
 from commands.destructive import Execution, Proposal, Step
 from commands.rollback import EngineUnavailable, VersionList, deploy_history
-from sandbox.manager import (
-    BASE_IMAGE,
-    SandboxStatus,
-    backend_container_name,
-    docker_client,
-    ensure_images,
-    remove_project,
-    start_backend,
-)
+from sandbox.backend_container import backend_container_name, remove_project, start_backend
+from sandbox.images import BASE_IMAGE, ensure_images
+from sandbox.manager import SandboxStatus
+from sandbox.podman import docker_client
 from tests.conftest import make_settings, recreate_database
 from tests.fakes import FakeSlack, block_actions_payload, view_submission_payload
 from tests.gate_helpers import SECRET_KEY, FrozenClock, GateWorld, gate_world

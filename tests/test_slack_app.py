@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.listeners.app import build_slack_app
 from bot.runtime import Runtime
-from bot.server import build_web_app
-from bot.slack_app import build_slack_app
 from bot.state import migrate
+from bot.web.server import build_web_app
 from sandbox.manager import SandboxStatus
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, make_settings, serve_app
 from tests.fakes import FakeSlack, signed_slash_command_request

@@ -10,11 +10,11 @@ from typing import Any
 from rich.console import Console
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.commands_registry import COMMANDS
+from bot.registry import COMMANDS
 from bot.render.common import HEADER_LIMIT, SECTION_LIMIT, Message
 from bot.render.triage import slack, terminal
 from bot.services import Services
-from bot.slack_app import post_result
+from bot.slack.reply import post_reply
 from commands.triage import (
     AdviceShown,
     Evidence,
@@ -185,7 +185,9 @@ async def test_the_reply_posts_through_slack_with_the_evidence_in_its_thread(fak
         raise AssertionError("the bot is in the channel: no response_url needed")
 
     try:
-        ts = await post_result(client, respond, "C0TRIAGE1", COMMANDS["triage"], report(findings), services)  # type: ignore[arg-type]
+        ts = await post_reply(
+            client, respond, "C0TRIAGE1", "triage", COMMANDS["triage"].slack(report(findings)), services
+        )  # type: ignore[arg-type]
     finally:
         await services.aclose()
     posted = fake_slack.messages("C0TRIAGE1")

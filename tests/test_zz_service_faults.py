@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot import audit_trail
+from bot.gate import audit_trail
 from sandbox import manager
 from sandbox.manager import SandboxStatus
 from tests.conftest import make_settings

@@ -69,6 +69,28 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Split text at line breaks (or hard, for one huge line) into pieces of at most `limit`."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:limit])
+            line = line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            pieces.append(current)
+            current = line
+        else:
+            current = candidate
+    if current or not pieces:
+        pieces.append(current)
+    return pieces
+
+
 def header(text: str) -> Block:
     """Build a header block."""
     return {"type": "header", "text": {"type": "plain_text", "text": clip(text, HEADER_LIMIT)}}

@@ -11,7 +11,7 @@ from bot.render.common import Block, Message, context, escape, header, section
 from commands.destructive import Execution, Plan, Step
 
 if TYPE_CHECKING:
-    from bot.gate import Approval
+    from bot.gate.gate import Approval
 
 CONFIRM_ACTION = "gate_confirm"
 CANCEL_ACTION = "gate_cancel"

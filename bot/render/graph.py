@@ -7,7 +7,8 @@ from datetime import timedelta
 from rich.console import Console
 from rich.markup import escape as escape_markup
 
-from bot.graphs import (
+from bot.render.common import Block, Message, SlackReply, context, escape, header, section
+from bot.render.picture import (
     describe,
     describe_report,
     marker_text,
@@ -17,7 +18,6 @@ from bot.graphs import (
     value_text,
     window_text,
 )
-from bot.render.common import Block, Message, SlackReply, context, escape, header, section
 from commands.base import format_duration
 from commands.graph import GraphData, GraphReport, Series
 

@@ -21,6 +21,7 @@ from bot.render.common import (
     escape,
     header,
     section,
+    split_text,
 )
 from commands.incident import (
     SEVERITY_NAMES,
@@ -235,17 +236,10 @@ def contacts_message(result: IncidentResult) -> Message:
 
 def _chunks(lines: list[str]) -> list[str]:
     """Pack lines into section-sized texts."""
-    chunks: list[str] = []
-    current = ""
-    for line in lines:
-        line = clip(line, SECTION_LIMIT - 10)
-        if current and len(current) + len(line) + 1 > SECTION_LIMIT - 10:
-            chunks.append(current)
-            current = ""
-        current = f"{current}\n{line}" if current else line
-    if current:
-        chunks.append(current)
-    return chunks or ["(no entries)"]
+    if not lines:
+        return ["(no entries)"]
+    limit = SECTION_LIMIT - 10
+    return split_text("\n".join(clip(line, limit) for line in lines), limit)
 
 
 def terminal(result: IncidentResult, console: Console) -> None:

@@ -7,7 +7,17 @@ import re
 from rich.console import Console
 from rich.markup import escape as escape_markup
 
-from bot.render.common import SECTION_LIMIT, Block, Message, SlackReply, context, escape, header, section
+from bot.render.common import (
+    SECTION_LIMIT,
+    Block,
+    Message,
+    SlackReply,
+    context,
+    escape,
+    header,
+    section,
+    split_text,
+)
 from commands.rca import RcaResult
 
 FILE_ACTION = "rca_file"
@@ -38,22 +48,7 @@ def to_mrkdwn(markdown: str) -> str:
 
 
 def _chunks(text: str, size: int = SECTION_LIMIT - 100) -> list[str]:
-    chunks: list[str] = []
-    current = ""
-    for paragraph in text.split("\n"):
-        while len(paragraph) > size:
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(paragraph[:size])
-            paragraph = paragraph[size:]
-        if current and len(current) + len(paragraph) + 1 > size:
-            chunks.append(current)
-            current = ""
-        current = f"{current}\n{paragraph}" if current else paragraph
-    if current.strip():
-        chunks.append(current)
-    return chunks
+    return [chunk for chunk in split_text(text, size) if chunk.strip()]
 
 
 def status_line(result: RcaResult) -> str:

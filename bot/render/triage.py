@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from bot.graphs import upload_of
 from bot.render.common import (
     SECTION_LIMIT,
     STATUS_EMOJI,
@@ -25,6 +24,7 @@ from bot.render.common import (
     header,
     section,
 )
+from bot.render.picture import upload_of
 from commands.base import CommandResult
 from commands.formatting import format_bytes
 from commands.graph import GraphReport

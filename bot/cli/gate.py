@@ -1,0 +1,189 @@
+"""The gate at the terminal: plan, typed confirmation, TOTP read from the terminal, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+import uuid
+
+from bot.config import Settings
+from bot.gate.audit_trail import recent, verify
+from bot.gate.gate import Approval, Refused
+from bot.invocation import Invocation
+from bot.render.common import terminal_console
+from bot.render.gate import terminal_execution, terminal_plan
+from bot.render.steps import StepBars
+from bot.runtime import Runtime
+from bot.state import migrate_best_effort
+from commands.base import UsageError
+from commands.destructive import Proposal
+
+EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
+
+
+async def _ask(prompt: str, secret: bool = False) -> str:
+    """Read one answer from the terminal without blocking the event loop."""
+    reader = getpass.getpass if secret else input
+    try:
+        return (await asyncio.to_thread(reader, prompt)).strip()
+    except EOFError:
+        return ""
+
+
+def _need_user(settings: Settings) -> str:
+    if not settings.cli_user:
+        raise UsageError("set CHATOPS_CLI_USER to your Slack user id to use the gate from the terminal")
+    return settings.cli_user
+
+
+async def run_through_gate(
+    runtime: Runtime, proposal: Proposal, invocation: Invocation, as_json: bool
+) -> int:
+    """Show the plan, take the confirmation and the TOTP code, then execute with progress."""
+    console = terminal_console()
+    err = terminal_console(stderr=True)
+    terminal_plan(proposal.plan, err if as_json else console)
+    try:
+        user = _need_user(runtime.services.settings)
+        approval = await runtime.gate.propose(proposal, invocation)
+    except UsageError as error:
+        print(f"chatops: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except Refused as refusal:
+        print(f"chatops: refused: {refusal.message}", file=sys.stderr)
+        return EXIT_NOT_DONE
+    typed = None
+    if approval.typed_word:
+        typed = await _ask(f"Type {approval.typed_word} to confirm: ")
+    else:
+        if (await _ask("Proceed? Type yes to continue: ")).lower() != "yes":
+            await runtime.gate.cancel(approval.id, user)
+            print("chatops: cancelled; nothing was changed", file=sys.stderr)
+            return EXIT_NOT_DONE
+    return await _confirm_and_run(runtime, approval, user, typed, as_json)
+
+
+async def _confirm_and_run(
+    runtime: Runtime, approval: Approval, user: str, typed: str | None, as_json: bool
+) -> int:
+    code = await _ask("TOTP code: ", secret=True)
+    try:
+        confirmation = await runtime.gate.confirm(approval.id, user, code, typed)
+    except Refused as refusal:
+        print(f"chatops: refused: {refusal.message}", file=sys.stderr)
+        return EXIT_NOT_DONE
+    if confirmation.kind == "mfa_failed":
+        assert confirmation.verification is not None
+        print(f"chatops: {confirmation.verification.message}", file=sys.stderr)
+        return EXIT_NOT_DONE
+    if confirmation.kind == "awaiting_second":
+        print(
+            f"Confirmed. A second operator must now run: chatops approve {approval.id}"
+            f" (before {approval.expires_at:%H:%M:%S} UTC)"
+        )
+        return EXIT_OK
+    return await _execute(runtime, confirmation.approval, as_json)
+
+
+async def _execute(runtime: Runtime, approval: Approval, as_json: bool) -> int:
+    err = terminal_console(stderr=True)
+    try:
+        # A live line per step with a bar for long ones; plain lines when stderr is not a terminal.
+        with StepBars(err) as bars:
+            result = await runtime.gate.execute(approval, bars.publish)
+    except Refused as refusal:
+        print(f"chatops: not run: {refusal.message}", file=sys.stderr)
+        if refusal.new_plan is not None:
+            terminal_plan(refusal.new_plan.plan, err)
+        return EXIT_NOT_DONE
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        terminal_execution(result, terminal_console())
+    return result.exit_code()
+
+
+async def run_gate_command(settings: Settings, name: str, tokens: list[str], as_json: bool) -> int:
+    """Run `chatops mfa ...`, `chatops approve <id>` or `chatops audit-trail ...`."""
+    runtime = Runtime.build(settings)
+    try:
+        await migrate_best_effort(runtime.services.state_db, settings.dependency_timeout_seconds)
+        if name == "audit-trail":
+            return await _audit_trail(runtime, tokens, as_json)
+        user = _need_user(settings)
+        if name == "approve":
+            return await _approve(runtime, user, tokens, as_json)
+        return await _mfa(runtime, user, tokens)
+    except UsageError as error:
+        print(f"chatops {name}: {error.message}", file=sys.stderr)
+        if error.usage:
+            print(f"usage: {error.usage}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        await runtime.services.aclose()
+
+
+async def _mfa(runtime: Runtime, user: str, tokens: list[str]) -> int:
+    if tokens[:1] == ["confirm"]:
+        if len(tokens) > 1:
+            # A code on the command line ends up in shell history and process lists.
+            raise UsageError(
+                "the code is read from the terminal, not from an argument: run `chatops mfa confirm`"
+            )
+        tokens = ["confirm", await _ask("TOTP code: ", secret=True)]
+    answer = await runtime.mfa_command.run(user, tokens)
+    print(answer.text.replace("`", ""))
+    if answer.qr_png is not None:
+        import qrcode
+
+        uri = answer.text.split("`")[1]
+        code = qrcode.QRCode(border=1)
+        code.add_data(uri)
+        code.print_ascii(tty=sys.stdout.isatty())
+    return EXIT_OK if not answer.text.startswith(":x:") else EXIT_NOT_DONE
+
+
+async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool) -> int:
+    if len(tokens) != 1:
+        raise UsageError("give the approval id printed with the plan", "chatops approve <approval id>")
+    try:
+        approval_id = uuid.UUID(tokens[0])
+    except ValueError:
+        raise UsageError(
+            f"`{tokens[0][:40]}` is not an approval id", "chatops approve <approval id>"
+        ) from None
+    try:
+        approval = await runtime.gate.may_confirm(approval_id, user)
+    except Refused as refusal:
+        print(f"chatops: refused: {refusal.message}", file=sys.stderr)
+        return EXIT_NOT_DONE
+    terminal_plan(approval.plan, terminal_console(stderr=True))
+    return await _confirm_and_run(runtime, approval, user, None, as_json)
+
+
+async def _audit_trail(runtime: Runtime, tokens: list[str], as_json: bool) -> int:
+    action = tokens[0] if tokens else "verify"
+    if action == "verify":
+        report = await verify(runtime.services.state_db)
+        if as_json:
+            print(json.dumps({"rows": report.rows, "ok": report.ok, "problems": report.problems}, indent=2))
+        else:
+            verdict = "intact" if report.ok else "TAMPERED"
+            print(f"audit trail: {report.rows} rows, {verdict}")
+            for problem in report.problems:
+                print(f"  {problem}")
+        return EXIT_OK if report.ok else EXIT_NOT_DONE
+    if action == "recent":
+        rows = await recent(runtime.services.state_db)
+        if as_json:
+            print(json.dumps(rows, indent=2, default=str))
+        else:
+            for row in rows:
+                print(
+                    f"{row['at']:%Y-%m-%d %H:%M:%S} {row['actor'] or '-':<12} {row['action']:<22}"
+                    f" {row['decision']:<14} {row['outcome'] or ''} {row['arguments'] or ''}"
+                )
+        return EXIT_OK
+    raise UsageError(f"unknown subcommand `{action[:40]}`", "chatops audit-trail verify | recent")

@@ -1,0 +1,36 @@
+"""The Bolt app: every listener of the bot attached to one `AsyncApp`."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.listeners.commands import command_handler, mfa_handler
+from bot.listeners.gate import cancel_handler, confirm_handler, mfa_view_handler
+from bot.listeners.incidents import register as register_incident_actions
+from bot.registry import COMMANDS
+from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW
+from bot.runtime import Runtime
+
+
+def build_slack_app(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
+    """Build the Bolt app: one handler per command, the gate's buttons and modal, and /mfa."""
+    settings = runtime.services.settings
+    socket_mode = settings.slack_app_token is not None
+    app = AsyncApp(
+        client=client,
+        signing_secret=(
+            settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        ),
+        # Socket Mode messages come over an authenticated socket, not signed HTTP requests.
+        request_verification_enabled=not socket_mode,
+        process_before_response=False,
+    )
+    for spec in COMMANDS.values():
+        app.command(f"/{spec.name}")(command_handler(spec, runtime))
+    app.command("/mfa")(mfa_handler(runtime))
+    app.action(CONFIRM_ACTION)(confirm_handler(runtime))
+    app.action(CANCEL_ACTION)(cancel_handler(runtime))
+    app.view(MFA_VIEW)(mfa_view_handler(runtime))
+    register_incident_actions(app, runtime)
+    return app

@@ -1,0 +1,180 @@
+"""Every command the bot knows: how to parse, run and render it, for Slack and the terminal.
+
+Adding a command: a module in `commands/`, a runner in `bot/runners/` (`run`, and `execute` when it
+is destructive), a renderer in `bot/render/`, one `CommandSpec` here, the slash command in `app.yaml`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from bot.gate.authz import Role
+from bot.invocation import Invocation
+from bot.render import audit as audit_render
+from bot.render import backup as backup_render
+from bot.render import graph as graph_render
+from bot.render import health as health_render
+from bot.render import incident as incident_render
+from bot.render import rca as rca_render
+from bot.render import rollback as rollback_render
+from bot.render import triage as triage_render
+from bot.render.common import SlackReply
+from bot.runners import audit as audit_runner
+from bot.runners import backup as backup_runner
+from bot.runners import graph as graph_runner
+from bot.runners import health as health_runner
+from bot.runners import incident as incident_runner
+from bot.runners import rca as rca_runner
+from bot.runners import restart as restart_runner
+from bot.runners import restore as restore_runner
+from bot.runners import rollback as rollback_runner
+from bot.runners import triage as triage_runner
+from bot.services import Services
+from commands import audit, backup, graph, health, incident, rca, restart, restore, rollback, triage
+from commands.base import CommandResult, tokenize
+from commands.destructive import Execution, Plan, Progress
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command: its grammar, its run, its renderings.
+
+    `run` parses the tokens and returns a result. A destructive command's `run` returns a
+    `Proposal` (its plan) for the gate, and `execute` carries the plan out once approved.
+    """
+
+    name: str
+    summary: str
+    usage: str
+    run: Callable[[Services, list[str], Invocation], Awaitable[CommandResult]]
+    slack: Callable[[Any], SlackReply]
+    terminal: Callable[[Any, Console], None]
+    role: Role = "viewer"
+    execute: Callable[[Services, Plan, Progress], Awaitable[Execution]] | None = None
+    timeout_seconds: float = 60.0
+    # How Slack's command text becomes tokens; commands taking free text keep it whole (apostrophes).
+    tokenize: Callable[[str], list[str]] = tokenize
+    # The role one invocation needs when it depends on the arguments (reading versus changing).
+    role_for: Callable[[list[str]], Role] | None = None
+
+    def required_role(self, tokens: list[str]) -> Role:
+        """Return the role this invocation needs."""
+        return self.role_for(tokens) if self.role_for is not None else self.role
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec(
+            name="health",
+            summary="API, PostgreSQL, Redis, storage, Prometheus, engine and the bot's own dependencies",
+            usage=health.USAGE,
+            run=health_runner.run,
+            slack=health_render.slack,
+            terminal=health_render.terminal,
+        ),
+        CommandSpec(
+            name="audit",
+            summary="audit_log by user, IP, request, failed logins, MFA, security; export CSV/JSON",
+            usage=audit.USAGE,
+            run=audit_runner.run,
+            slack=audit_render.slack,
+            terminal=audit_render.terminal,
+            # An export of a million rows streams for a while; each fetch has its own statement timeout.
+            timeout_seconds=300.0,
+        ),
+        CommandSpec(
+            name="triage",
+            summary="the runbook's checks at once, worst first; trace, request and recent log lines",
+            usage=triage.USAGE,
+            run=triage_runner.run,
+            slack=triage_render.slack,
+            terminal=triage_render.terminal,
+            # A trace lookup reads every log file; each check has its own, much shorter, timeout.
+            timeout_seconds=120.0,
+        ),
+        CommandSpec(
+            name="rollback",
+            summary="backend versions present; redeploy one or flip a flag, health-gated with auto-revert",
+            usage=rollback.USAGE,
+            run=rollback_runner.run,
+            slack=rollback_render.slack,
+            terminal=rollback_render.terminal,
+            # `list` is read-only; the gate asks for the operator role before anything changes.
+            role="viewer",
+            execute=rollback_runner.execute,
+        ),
+        CommandSpec(
+            name="restart",
+            summary="restart one Compose service's container, then wait for it to be healthy",
+            usage=restart.USAGE,
+            run=restart_runner.run,
+            slack=rollback_render.slack,
+            terminal=rollback_render.terminal,
+            role="operator",
+            execute=restart_runner.execute,
+        ),
+        CommandSpec(
+            name="backup",
+            summary="back up the platform database and buckets; prune old backups (through the gate)",
+            usage=backup.USAGE,
+            run=backup_runner.run,
+            slack=backup_render.slack_backup,
+            terminal=backup_render.terminal_backup,
+            role="responder",
+            role_for=backup_runner.required_role,
+            execute=backup_runner.execute,
+            # pg_dump and the copy have their own limit (CHATOPS_BACKUP_TIMEOUT_SECONDS).
+            timeout_seconds=4 * 3600.0,
+        ),
+        CommandSpec(
+            name="restore",
+            summary="list and verify backups; restore one (emergency backup first, RESTORE, two people)",
+            usage=restore.USAGE,
+            run=restore_runner.run,
+            slack=backup_render.slack_restore,
+            terminal=backup_render.terminal_restore,
+            # `list` and `verify` change nothing; the gate asks again for operators before a restore.
+            role="viewer",
+            role_for=restore_runner.required_role,
+            execute=restore_runner.execute,
+            timeout_seconds=4 * 3600.0,
+        ),
+        CommandSpec(
+            name="incident",
+            summary="declare an incident; updates, notes, severity, commander, resolve, timeline, contacts",
+            usage=incident.USAGE,
+            run=incident_runner.run,
+            slack=incident_render.slack,
+            terminal=incident_render.terminal,
+            role="responder",
+            role_for=incident_runner.required_role,
+            tokenize=incident_runner.slack_text,
+        ),
+        CommandSpec(
+            name="rca",
+            summary="RCA draft of an incident from its timeline; preview, then file it as a GitHub issue",
+            usage=rca.USAGE,
+            run=rca_runner.run,
+            slack=rca_render.slack,
+            terminal=rca_render.terminal,
+            role="responder",
+        ),
+        CommandSpec(
+            name="graph",
+            summary="5xx, p95, any triage check or PromQL over time: a PNG, thresholds and actions marked",
+            usage=graph.USAGE,
+            run=graph_runner.run,
+            slack=graph_render.slack,
+            terminal=graph_render.terminal,
+            # PromQL quotes its label values: the text is kept whole, not split like a shell line.
+            tokenize=graph.slack_tokens,
+        ),
+    )
+}
+
+COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)

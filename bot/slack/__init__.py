@@ -1,0 +1,1 @@
+"""How the bot writes to Slack: within its limits, with its errors named, into incident threads."""

@@ -1,0 +1,161 @@
+"""The /triage grammar: its three forms (checks, lookup by id, recent logs), parsed and written back."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel
+
+from commands import logsearch
+from commands.base import (
+    Arguments,
+    UsageError,
+    format_duration,
+    parse_duration,
+    parse_positive_int,
+)
+
+USAGE = (
+    "/triage [window=5m] | trace <trace_id> | request <request_id>"
+    " | logs [level] [path] [since=15m] [limit=50]"
+)
+
+MIN_WINDOW = timedelta(seconds=10)
+MAX_WINDOW = timedelta(hours=24)
+MAX_LOGS_SINCE = timedelta(days=30)
+DEFAULT_LOGS_SINCE = timedelta(minutes=15)
+DEFAULT_LOGS_LIMIT = 50
+MAX_LOGS_LIMIT = 500
+
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
+
+
+class TriageArgs(BaseModel):
+    """Run every check; `window` overrides the checklist's rate window."""
+
+    window: timedelta | None = None
+
+
+class LookupArgs(BaseModel):
+    """Find every log line and audit row of one trace or request."""
+
+    kind: Literal["trace", "request"]
+    id: str
+
+
+class LogsArgs(BaseModel):
+    """Recent log lines, filtered by minimum level and path prefix."""
+
+    level: str | None = None
+    path: str | None = None
+    since: timedelta = DEFAULT_LOGS_SINCE
+    limit: int = DEFAULT_LOGS_LIMIT
+
+
+TriageCommand = TriageArgs | LookupArgs | LogsArgs
+
+
+def parse(tokens: list[str]) -> TriageCommand:
+    """Read `/triage` arguments; anything unexpected is a usage error naming it."""
+    args = Arguments.parse(tokens, USAGE)
+    sub = args.optional_positional()
+    if sub is None:
+        window = args.option("window", _window, None)
+        args.done()
+        return TriageArgs(window=window)
+    lowered = sub.lower()
+    if lowered == "trace":
+        raw = args.next_positional("trace id")
+        args.done()
+        return LookupArgs(kind="trace", id=parse_trace_id(raw, USAGE))
+    if lowered == "request":
+        raw = args.next_positional("request id")
+        args.done()
+        return LookupArgs(kind="request", id=parse_request_id(raw, USAGE))
+    if lowered == "logs":
+        return _parse_logs(args)
+    raise args.fail(f"unknown subcommand `{sub[:40]}` (use trace, request or logs)")
+
+
+def _window(text: str) -> timedelta:
+    window = parse_duration(text, maximum=MAX_WINDOW)
+    if window < MIN_WINDOW:
+        raise UsageError(f"`{text}` is shorter than the minimum of {format_duration(MIN_WINDOW)}")
+    return window
+
+
+def parse_trace_id(text: str, usage: str = USAGE) -> str:
+    """Accept a W3C trace id (32 hex digits) or a whole traceparent header; return the trace id."""
+    candidate = text.strip().lower()
+    match = _TRACEPARENT.match(candidate)
+    if match:
+        candidate = match.group(1)
+    if not _TRACE_ID.match(candidate) or set(candidate) == {"0"}:
+        raise UsageError(
+            f"`{text[:60]}` is not a trace id: expected 32 hexadecimal digits (a W3C trace-id, "
+            "as in the logs' trace_id field), not all zero",
+            usage,
+        )
+    return candidate
+
+
+def parse_request_id(text: str, usage: str = USAGE) -> str:
+    """Accept a request id as the platform writes it (X-Request-ID): 8 to 128 safe characters."""
+    candidate = text.strip()
+    if not _REQUEST_ID.match(candidate):
+        raise UsageError(
+            f"`{text[:60]}` is not a request id: expected 8 to 128 letters, digits, '-', '_', '.' or ':' "
+            "(as in the logs' request_id field)",
+            usage,
+        )
+    return candidate
+
+
+def _parse_logs(args: Arguments) -> LogsArgs:
+    level: str | None = None
+    path: str | None = None
+    while (token := args.optional_positional()) is not None:
+        named = logsearch.level_name(token)
+        if named is not None:
+            if level is not None:
+                raise args.fail(f"level given twice (`{level}` and `{token[:40]}`)")
+            level = named
+        elif token.startswith("/"):
+            if path is not None:
+                raise args.fail(f"path given twice (`{path}` and `{token[:40]}`)")
+            if len(token) > 512 or any(char.isspace() for char in token):
+                raise args.fail(f"`{token[:40]}` is not a path (no spaces, at most 512 characters)")
+            path = token
+        else:
+            levels = ", ".join(logsearch.LEVELS)
+            raise args.fail(f"`{token[:40]}` is neither a level ({levels}) nor a path (starting with /)")
+    since = args.option("since", _logs_since, DEFAULT_LOGS_SINCE)
+    limit = args.option("limit", _logs_limit, DEFAULT_LOGS_LIMIT)
+    args.done()
+    return LogsArgs(level=level, path=path, since=since, limit=limit)
+
+
+def _logs_since(text: str) -> timedelta:
+    return parse_duration(text, maximum=MAX_LOGS_SINCE)
+
+
+def _logs_limit(text: str) -> int:
+    return parse_positive_int(text, MAX_LOGS_LIMIT)
+
+
+def unparse(command: TriageCommand) -> list[str]:
+    """Write arguments back as tokens that `parse` reads to the same arguments."""
+    if isinstance(command, TriageArgs):
+        return [] if command.window is None else [f"window={format_duration(command.window)}"]
+    if isinstance(command, LookupArgs):
+        return [command.kind, command.id]
+    tokens = ["logs"]
+    if command.level:
+        tokens.append(command.level)
+    if command.path:
+        tokens.append(command.path)
+    return [*tokens, f"since={format_duration(command.since)}", f"limit={command.limit}"]
