@@ -283,6 +283,11 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return upper
 
+    @property
+    def socket_mode(self) -> bool:
+        """Return whether Slack's requests come over Socket Mode (an app-level token is set)."""
+        return self.slack_app_token is not None
+
     def masked(self) -> dict[str, str]:
         """Return every effective setting by its environment name, secrets masked."""
         shown: dict[str, str] = {}

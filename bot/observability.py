@@ -56,6 +56,18 @@ class BotMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
             registry=self.registry,
         )
+        self.slack_requests_refused = Counter(
+            "chatops_slack_requests_refused_total",
+            "Requests to /slack/events or /alerts refused before anything ran, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.requests_deduplicated = Counter(
+            "chatops_requests_deduplicated_total",
+            "Requests from Slack answered without running because they were accepted before, by why.",
+            ["why"],
+            registry=self.registry,
+        )
         self.mfa_failures = Counter(
             "chatops_mfa_failures_total",
             "TOTP step-up failures, by outcome (wrong_code, replayed, locked_out, ...).",

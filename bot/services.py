@@ -62,6 +62,8 @@ class Services:
     settings: Settings
     platform_db: PostgresAdapter
     state_db: PostgresAdapter
+    # The same database on a pool of its own: acknowledging a request never waits behind commands.
+    receipts_db: PostgresAdapter
     redis: RedisAdapter
     api: PlatformApiAdapter
     storage: StorageAdapter
@@ -98,6 +100,7 @@ class Services:
             settings=settings,
             platform_db=PostgresAdapter("postgres", settings.platform_database_url, timeout),
             state_db=PostgresAdapter("state-db", settings.state_database_url, timeout),
+            receipts_db=PostgresAdapter("state-db", settings.state_database_url, timeout),
             redis=RedisAdapter(settings.redis_url, timeout),
             api=PlatformApiAdapter(settings.api_url, timeout),
             storage=StorageAdapter(
@@ -141,6 +144,7 @@ class Services:
         closers = [
             self.platform_db.aclose(),
             self.state_db.aclose(),
+            self.receipts_db.aclose(),
             self.redis.aclose(),
             self.api.aclose(),
             asyncio.to_thread(self.engine.close),

@@ -97,10 +97,15 @@ async def test_plan_confirm_mfa_and_progress_in_place(fake_slack: FakeSlack) -> 
         assert any(":hourglass_flowing_sand: add" in text for text in updates)  # progress shown while running
         assert await drill_value(runtime.services) == 4
 
-        # The same signed submission replayed: refused in the modal, nothing runs twice.
+        # The same submission sent again (signed anew): refused at the door, nothing runs twice.
         replay = await interact(url, submission)
-        assert replay.json()["response_action"] == "errors"
-        assert "already" in replay.json()["errors"][TOTP_BLOCK]
+        assert replay.status_code == 401
+        assert await drill_value(runtime.services) == 4
+        # The gate would have refused it too: a submission of a plan already run is answered in the modal.
+        again = view_submission_payload(MFA_VIEW, totp_values(code), private_metadata=approval_id)
+        late = await interact(url, again)
+        assert late.json()["response_action"] == "errors"
+        assert "already" in late.json()["errors"][TOTP_BLOCK]
         assert await drill_value(runtime.services) == 4
 
 
@@ -186,8 +191,14 @@ async def test_five_wrong_codes_lock_step_up_and_alert_the_channel(fake_slack: F
         await post_command(url, "/drill", "1")
         plan_post = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
         approval_id = plan_post.params["blocks"][-1]["elements"][0]["value"]
-        wrong = view_submission_payload(MFA_VIEW, totp_values("000000"), private_metadata=approval_id)
-        answers = [(await interact(url, wrong)).json() for _ in range(5)]
+        # Five submissions of the modal (each its own interaction, as Slack sends them).
+        wrong = totp_values("000000")
+        answers = [
+            (
+                await interact(url, view_submission_payload(MFA_VIEW, wrong, private_metadata=approval_id))
+            ).json()
+            for _ in range(5)
+        ]
         alert = await fake_slack.wait_for_call_async(
             "chat.postMessage",
             predicate=lambda call: "locked out" in str(call.params.get("text")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -15,15 +17,13 @@ from bot.runtime import Runtime
 
 def build_slack_app(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
     """Build the Bolt app: one handler per command, the gate's buttons and modal, and /mfa."""
-    settings = runtime.services.settings
-    socket_mode = settings.slack_app_token is not None
+    secret = runtime.services.settings.slack_signing_secret
     app = AsyncApp(
         client=client,
-        signing_secret=(
-            settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-        ),
-        # Socket Mode messages come over an authenticated socket, not signed HTTP requests.
-        request_verification_enabled=not socket_mode,
+        # Bolt verifies every HTTP request itself (Socket Mode envelopes skip it by design). Without
+        # a signing secret (Socket Mode), a random one: an empty secret would be one anyone can use.
+        signing_secret=secret.get_secret_value() if secret is not None else secrets.token_hex(32),
+        request_verification_enabled=True,
         process_before_response=False,
     )
     for spec in COMMANDS.values():

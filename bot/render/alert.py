@@ -69,8 +69,9 @@ def alert_message(message: AlertMessage, now: datetime) -> Message:
         if message.incident_id is None:
             buttons.append(_button("Declare incident", DECLARE_ACTION, message.fingerprint, "danger"))
         blocks.append({"type": "actions", "block_id": "alert_actions", "elements": buttons})
-    text = f"{state}: {message.alertname}" + (
-        f" — {annotations['summary']}" if annotations.get("summary") else ""
+    # The notification text is mrkdwn too: the alert's words arrive as text, never as a ping.
+    text = f"{state}: {escape(message.alertname)}" + (
+        f" — {escape(annotations['summary'])}" if annotations.get("summary") else ""
     )
     return Message(text=text[:3000], blocks=blocks)
 

@@ -24,36 +24,58 @@ from bot.services import Services, build_slack_client
 from bot.state import migrate
 from bot.web.alerts import alerts_endpoint
 from bot.web.fast_ack import FastAck
+from bot.web.replay import ReplayGuard
+from bot.web.socket_mode import OnceSocketModeHandler
 
 log = structlog.get_logger("chatops.server")
 
 
 def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
-    """Build the HTTP app: Slack events and commands, metrics, liveness."""
-    secret = services.settings.slack_signing_secret
-    events = FastAck(slack_app, secret.get_secret_value() if secret else None, services.metrics)
+    """Build the HTTP app: metrics, liveness, alerts, and Slack's requests in HTTP mode only.
 
-    async def slack_events(request: Request) -> Response:
-        return await events.handle(request)
+    In Socket Mode, Slack's requests come over the websocket: /slack/events is not served at all,
+    so nothing reaching the port can pass for Slack.
+    """
+    settings = services.settings
+    metrics_registry = services.metrics.registry
 
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    app = Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            # Alertmanager's webhook (version 4): alerts into the incident channel.
-            Route("/alerts", alerts_endpoint(services, slack_app.client), methods=["POST"]),
-        ]
-    )
+    routes = [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        # Alertmanager's webhook (version 4): alerts into the incident channel.
+        Route("/alerts", alerts_endpoint(services, slack_app.client), methods=["POST"]),
+    ]
+    events: FastAck | None = None
+    if not settings.socket_mode and settings.slack_signing_secret is not None:
+        events = FastAck(
+            slack_app,
+            settings.slack_signing_secret.get_secret_value(),
+            services.metrics,
+            ReplayGuard(services.receipts_db),
+        )
+        routes.insert(0, Route("/slack/events", events.handle, methods=["POST"]))
+    app = Starlette(routes=routes)
     # serve() waits on it at shutdown: acknowledged requests may still be queued for Bolt.
     app.state.fast_ack = events
     return app
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Say what the server refuses because a setting is missing (logged at start-up)."""
+    warnings = []
+    if settings.alertmanager_token is None:
+        warnings.append("CHATOPS_ALERTMANAGER_TOKEN is not set: POST /alerts refuses every request (401)")
+    if settings.socket_mode:
+        warnings.append("Socket Mode: /slack/events is not served; Slack's requests come over the websocket")
+    elif settings.slack_signing_secret is None:
+        warnings.append("SLACK_SIGNING_SECRET is not set: /slack/events is not served")
+    return warnings
 
 
 async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
@@ -128,6 +150,8 @@ async def serve(settings: Settings) -> int:
         print("chatops serve: set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
         return 2
     runtime, slack_app, web_app = await prepare(settings)
+    for warning in startup_warnings(settings):
+        log.warning("startup", message=warning)
     server = _DrainingServer(
         uvicorn.Config(
             web_app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off"
@@ -136,9 +160,12 @@ async def serve(settings: Settings) -> int:
     socket_handler = None
     try:
         if settings.slack_app_token is not None:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            socket_handler = AsyncSocketModeHandler(slack_app, settings.slack_app_token.get_secret_value())
+            socket_handler = OnceSocketModeHandler(
+                slack_app,
+                settings.slack_app_token.get_secret_value(),
+                ReplayGuard(runtime.services.receipts_db),
+                runtime.services.metrics,
+            )
             await socket_handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("socket_mode_connected")
         log.info("serving", host=settings.http_host, port=settings.http_port)
@@ -152,7 +179,8 @@ async def serve(settings: Settings) -> int:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
         # Commands already acknowledged still owe their answer: let the queued ones reach their
         # handlers, then let every handler finish.
-        await web_app.state.fast_ack.drain(timeout=settings.shutdown_drain_seconds)
+        if web_app.state.fast_ack is not None:
+            await web_app.state.fast_ack.drain(timeout=settings.shutdown_drain_seconds)
         left = await runtime.in_flight.drain(timeout=settings.shutdown_drain_seconds)
         log.info("drained", still_running=left)
         if slack_app.client.session is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import itertools
 import json
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
-
-from slack_sdk.signature import SignatureVerifier
 
 DEFAULT_TEAM_ID = "T0CHATOPS1"
 DEFAULT_TEAM_DOMAIN = "chatops-test"
@@ -19,14 +21,21 @@ DEFAULT_CHANNEL_NAME = "incidents"
 DEFAULT_RESPONSE_URL = "https://hooks.slack.com/commands/T0CHATOPS1/1/abc"
 
 
+_triggers = itertools.count(1)
+
+
+def new_trigger_id() -> str:
+    """Return a trigger id shaped like Slack's, new for every interaction (as Slack's are)."""
+    return f"{int(time.time())}.{next(_triggers)}.{secrets.token_hex(16)}"
+
+
 def sign(signing_secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    """Return Slack's signature headers for `body` (v0:timestamp:body, HMAC-SHA256)."""
+    """Return Slack's signature headers for `body`: HMAC-SHA256 of `v0:timestamp:body`, over bytes."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(signing_secret).generate_signature(timestamp=ts, body=body)
-    assert signature is not None  # only None when timestamp is None, which it is not here
+    digest = hmac.new(signing_secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256)
     return {
         "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": signature,
+        "X-Slack-Signature": f"v0={digest.hexdigest()}",
     }
 
 
@@ -39,7 +48,7 @@ def slash_command_form(
     channel_id: str = DEFAULT_CHANNEL_ID,
     channel_name: str = DEFAULT_CHANNEL_NAME,
     response_url: str = DEFAULT_RESPONSE_URL,
-    trigger_id: str = "1111111111.2222222222.abcdef",
+    trigger_id: str | None = None,
     team_id: str = DEFAULT_TEAM_ID,
     team_domain: str = DEFAULT_TEAM_DOMAIN,
     api_app_id: str = DEFAULT_APP_ID,
@@ -59,7 +68,7 @@ def slash_command_form(
         "api_app_id": api_app_id,
         "is_enterprise_install": "false",
         "response_url": response_url,
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or new_trigger_id(),
     }
 
 
@@ -104,7 +113,7 @@ def block_actions_payload(
     message_ts: str = "1700000000.000100",
     message: dict[str, Any] | None = None,
     response_url: str = DEFAULT_RESPONSE_URL,
-    trigger_id: str = "1111111111.2222222222.abcdef",
+    trigger_id: str | None = None,
     team_id: str = DEFAULT_TEAM_ID,
     api_app_id: str = DEFAULT_APP_ID,
 ) -> dict[str, Any]:
@@ -130,7 +139,7 @@ def block_actions_payload(
             "channel_id": channel_id,
             "is_ephemeral": False,
         },
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or new_trigger_id(),
         "team": {"id": team_id, "domain": DEFAULT_TEAM_DOMAIN},
         "enterprise": None,
         "is_enterprise_install": False,
@@ -152,7 +161,7 @@ def view_submission_payload(
     user_name: str = DEFAULT_USER_NAME,
     team_id: str = DEFAULT_TEAM_ID,
     api_app_id: str = DEFAULT_APP_ID,
-    trigger_id: str = "1111111111.2222222222.abcdef",
+    trigger_id: str | None = None,
 ) -> dict[str, Any]:
     """Return a view_submission payload; `values` is state.values ({block_id: {action_id: {...}}})."""
     return {
@@ -161,7 +170,7 @@ def view_submission_payload(
         "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
         "api_app_id": api_app_id,
         "token": "verification-token",
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or new_trigger_id(),
         "view": {
             "id": view_id,
             "team_id": team_id,
