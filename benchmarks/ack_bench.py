@@ -1,5 +1,7 @@
 """Benchmark the bot under load: ack latency and throughput of signed slash commands over real HTTP,
-with healthy and with hung backends, and the bot's resident memory idle and after many commands.
+with healthy and with hung backends, and the bot's resident memory idle and after many commands;
+and its posting within Slack's limits: the pacer's burst and pace on one channel, and how long a
+429 with Retry-After takes to get through.
 
 Run: python -m benchmarks.ack_bench [--concurrent 200] [--commands 10000] [--quick]
 Starts `chatops serve` (HTTP mode) against a local fake Slack; needs the sandbox for the healthy run.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -21,7 +24,10 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack_api import install_rate_limit_retry
+from bot.slack.posting import ChannelPacer
 from tests.fakes import FakeSlack, signed_slash_command_request
 from tests.netutil import free_port, silent_server
 
@@ -137,6 +143,45 @@ def memory(fake: FakeSlack, commands: int, batch: int) -> tuple[float, float, fl
         return idle, middle, rss_mb(process.pid)
 
 
+async def pacing(posts: int) -> list[float]:
+    """Return when each of `posts` turns on one channel came, in seconds from the first (real pacer)."""
+    pacer = ChannelPacer()
+    started = time.perf_counter()
+    turns = []
+    for _ in range(posts):
+        await pacer.wait_turn("C0BENCH")
+        turns.append(time.perf_counter() - started)
+    return turns
+
+
+async def rate_limited_post(fake: FakeSlack, retry_after: int) -> float:
+    """Post once through a 429 with `retry_after`; return the seconds until Slack took the message."""
+    client = AsyncWebClient(token=TOKEN, base_url=fake.url)
+    install_rate_limit_retry(client, lambda method: None)
+    fake.rate_limit("chat.postMessage", times=1, retry_after=retry_after)
+    started = time.perf_counter()
+    await client.chat_postMessage(channel="C0BENCH", text="after the limit")
+    return time.perf_counter() - started
+
+
+def posting(fake: FakeSlack) -> list[str]:
+    """Measure the pacer and the 429 retry; print them and return SUMMARY lines."""
+    turns = asyncio.run(pacing(6))
+    burst = turns[2] * 1000
+    gaps = [later - earlier for earlier, later in itertools.pairwise(turns[2:])]
+    retried = asyncio.run(rate_limited_post(fake, 1))
+    print(
+        f"pacer, 6 posts to one channel: the burst of 3 within {burst:.1f} ms,"
+        f" then one every {statistics.mean(gaps):.2f} s (gaps {', '.join(f'{gap:.2f}' for gap in gaps)})"
+    )
+    print(f"a 429 with Retry-After: 1 is posted after {retried:.2f} s (Slack's wait plus up to 1 s jitter)")
+    return [
+        f"SUMMARY\tpacer, one channel: burst of 3 / then one post every\t{burst:.1f} ms / "
+        f"{statistics.mean(gaps):.2f} s",
+        f"SUMMARY\t429 with Retry-After: 1, posted after\t{retried:.2f} s",
+    ]
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -145,7 +190,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 commands for the memory figure")
     args = parser.parse_args()
     commands = 1_000 if args.quick else args.commands
-    with FakeSlack(tokens={TOKEN}) as fake:
+    # Slack's rate limits off, on purpose: this measures the bot under bursts of hundreds of
+    # commands (and 10,000 for memory), a load real Slack would not deliver within its limits.
+    with FakeSlack(tokens={TOKEN}, rate_limits=False) as fake:
         print(
             f"{args.concurrent} concurrent signed /health commands over HTTP"
             " (chatops serve, one channel each)"
@@ -163,6 +210,8 @@ def main() -> None:
             }
             hung_figures = run_bursts("every backend hung", fake, hung_env, args.concurrent)
         idle, middle, after = memory(fake, commands, batch=args.concurrent)
+        fake.reset()
+        posting_summary = posting(fake)
     print(
         f"resident memory: idle {idle:.0f} MB, after {commands // 2:,} commands {middle:.0f} MB,"
         f" after {commands:,} commands {after:.0f} MB"
@@ -176,6 +225,8 @@ def main() -> None:
     )
     print(f"SUMMARY\tacks per second ({args.concurrent} concurrent, healthy)\t{healthy['acks_per_s']:.0f}")
     print(f"SUMMARY\tbot memory idle / after {commands:,} commands\t{idle:.0f} MB / {after:.0f} MB")
+    for line in posting_summary:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ async def _triage(
         spec.slack(result),
         services,
         thread_ts=message.thread_ts or message.ts,
+        pacer=runtime.pacer,
     )
 
 

@@ -6,7 +6,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render.common import SlackReply
+from bot.render.common import SlackReply, Upload, escape
 from bot.services import Services
 from bot.slack import incidents
 from bot.slack.errors import NOT_POSTABLE, slack_error_code
@@ -105,25 +105,33 @@ async def _post(
             channel=channel, text=message.text, blocks=message.blocks, thread_ts=parent
         )
     for upload in reply.files:
-        if upload.path is None:
-            await client.files_upload_v2(
-                channel=channel,
-                thread_ts=parent,
-                filename=upload.filename,
-                content=upload.content,
-                title=upload.title,
-                alt_txt=upload.alt_text or None,
-            )
-            continue
         try:
-            await upload_from_disk(client, channel, parent, upload)
+            if upload.path is None:
+                await _upload_from_memory(client, channel, parent, upload)
+            else:
+                await upload_from_disk(client, channel, parent, upload)
         except UploadFailed as error:
             services.metrics.slack_api_errors.labels("file upload", "upload_failed").inc()
             log.warning("upload_failed", file=upload.filename, reason=str(error))
             # The thread says so: people waiting for the file must not be left guessing.
-            text = f":warning: {upload.filename} was not uploaded: {error}"
+            text = f":warning: {escape(upload.filename)} was not uploaded: {escape(str(error))}"
             await client.chat_postMessage(channel=channel, thread_ts=parent, text=text)
     return ts
+
+
+async def _upload_from_memory(client: AsyncWebClient, channel: str, thread_ts: str, upload: Upload) -> None:
+    """Post a small file (a graph) into a thread; raise UploadFailed with Slack's reason."""
+    try:
+        await client.files_upload_v2(
+            channel=channel,
+            thread_ts=thread_ts,
+            filename=upload.filename,
+            content=upload.content,
+            title=upload.title,
+            alt_txt=upload.alt_text or None,
+        )
+    except SlackApiError as error:
+        raise UploadFailed(f"files.completeUploadExternal: {slack_error_code(error)}") from None
 
 
 async def tell_caller(

@@ -3,6 +3,7 @@
 from tests.fakes.slack import (
     FakeFile,
     FakeSlack,
+    ManualClock,
     MethodSpec,
     ResponseUrlPost,
     SlackCall,
@@ -23,6 +24,7 @@ from tests.fakes.specs import load_spec, specs_dir
 __all__ = [
     "FakeFile",
     "FakeSlack",
+    "ManualClock",
     "MethodSpec",
     "ResponseUrlPost",
     "SlackCall",
