@@ -191,6 +191,16 @@ class ObjectTransfer:
         result: Fetched = await self._call(self._download, bucket, key, None)
         return result
 
+    def _first_key(self, bucket: str, prefix: str) -> str | None:
+        answer = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        contents = answer.get("Contents") or []
+        return str(contents[0]["Key"]) if contents else None
+
+    async def first_key(self, bucket: str, prefix: str = "") -> str | None:
+        """Return the first key under `prefix` in S3's (lexicographic) order, or None; one request."""
+        key: str | None = await self._call(self._first_key, bucket, prefix)
+        return key
+
     def _get_bytes(self, bucket: str, key: str, limit: int) -> bytes | None:
         try:
             answer = self.client.get_object(Bucket=bucket, Key=key)

@@ -1,9 +1,12 @@
 """Benchmark /triage: wall time against its slowest check and against checking one by one, with
-latency added in front of every source; and a trace lookup in a 1 GB log against `grep -F | jq`.
+latency added in front of every source; wall time with every source hung; the CPU time of the
+graph it posts (the last hour at 15 s, two panels); and a trace lookup in a 1 GB log against
+`grep -F | jq`.
 
-Run: python -m benchmarks.triage_bench [--rounds N] [--size-mb MB] [--quick] [--skip-latency|--skip-trace]
-Needs the sandbox running (`chatops sandbox up`) for the latency part. Prints figures (and SUMMARY
-lines for `python -m benchmarks`); asserts nothing.
+Run: python -m benchmarks.triage_bench [--rounds N] [--size-mb MB] [--quick]
+         [--skip-latency|--skip-hung|--skip-graph|--skip-trace]
+Needs the sandbox running (`chatops sandbox up`) for the latency and graph parts. Prints figures
+(and SUMMARY lines for `python -m benchmarks`); asserts nothing.
 
 Latency is added by TCP proxies in front of Prometheus, PostgreSQL, Redis, S3 and the container
 engine: every answer arrives that much later (a round trip's worth), however many bytes it holds.
@@ -25,14 +28,17 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.config import Settings
+from bot.render.picture import render_png
 from bot.services import Services
-from commands import triage
+from commands import graph, triage
 from commands.triage_checklist import load_checklist
+from tests.netutil import silent_server
 
 LATENCY_MS = {"prometheus": 150, "postgres": 100, "redis": 50, "s3": 200, "engine": 120}
 BENCH_DIR = Path(tempfile.gettempdir()) / "chatops-bench"
@@ -249,6 +255,96 @@ def latency_part(rounds: int) -> list[str]:
     ]
 
 
+# --- every source hung ----------------------------------------------------------------------
+
+
+async def measure_hung(timeout: float) -> dict[str, float]:
+    """Time one triage whose every source accepts connections and never answers."""
+    with silent_server() as port:
+        hung = f"127.0.0.1:{port}"
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            prometheus_url=f"http://{hung}",
+            platform_database_url=f"postgresql://postgres@{hung}/platform",
+            redis_url=f"redis://{hung}/0",
+            s3_endpoint_url=f"http://{hung}",
+            docker_host=f"tcp://{hung}",
+            dependency_timeout_seconds=5,
+        )
+        started = time.perf_counter()
+        services = Services.build(settings)
+        try:
+            report = await triage.run_triage(
+                triage.TriageArgs(), sources_of(services), load_checklist(), default_timeout=timeout
+            )
+            answered = time.perf_counter() - started
+        finally:
+            await services.aclose()
+        closed = time.perf_counter() - started
+    return {
+        "checks": len(report.findings),
+        "timed_out": sum(1 for finding in report.findings if (finding.reason or "").startswith("timeout")),
+        "slowest_ms": max(finding.duration_ms for finding in report.findings),
+        "report_ms": answered * 1000,
+        "closed_ms": closed * 1000,
+    }
+
+
+def hung_part(rounds: int, timeout: float = 0.5) -> list[str]:
+    """Time triages of hung sources, each check cut at `timeout`; return SUMMARY lines."""
+    runs = [asyncio.run(measure_hung(timeout)) for _ in range(rounds)]
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    print(
+        f"/triage with every source hung, {timeout:g} s per check, {rounds} rounds, medians:"
+        f" {figures['timed_out']:.0f} of {figures['checks']:.0f} checks timed out;"
+        f" slowest check {figures['slowest_ms']:.0f} ms, report {figures['report_ms']:.0f} ms,"
+        f" clients closed {figures['closed_ms']:.0f} ms"
+    )
+    return [
+        f"SUMMARY\t/triage with every source hung ({timeout:g} s per check): report / clients closed\t"
+        f"{figures['report_ms']:.0f} ms / {figures['closed_ms']:.0f} ms"
+    ]
+
+
+# --- the graph the triage posts ----------------------------------------------------------------
+
+
+async def key_metrics_panels() -> list[graph.GraphData]:
+    """Fetch the last hour of the 5xx ratio and P95 latency at 15 s from the sandbox's Prometheus."""
+    services = Services.build(Settings(_env_file=None))  # type: ignore[call-arg]
+    try:
+        report = await graph.key_metrics(
+            services.prometheus,
+            load_checklist(),
+            [],
+            since=timedelta(hours=1),
+            resolution=timedelta(seconds=15),
+            timeout=10.0,
+        )
+    finally:
+        await services.aclose()
+    return report.panels
+
+
+def graph_part(rounds: int) -> list[str]:
+    """Time drawing the triage's graph (CPU time of the drawing thread); return SUMMARY lines."""
+    panels = asyncio.run(key_metrics_panels())
+    render_png(panels)  # the first picture of a process also imports matplotlib
+    cpu, wall = [], []
+    for _ in range(rounds):
+        started_cpu, started = time.thread_time(), time.perf_counter()
+        render_png(panels)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+        wall.append((time.perf_counter() - started) * 1000)
+    points = " + ".join(str(len(panel.timestamps)) for panel in panels)
+    print(
+        f"graph of the last hour at 15 s ({points} points), {rounds} renders:"
+        f" CPU median {statistics.median(cpu):.0f} ms (best {min(cpu):.0f} ms),"
+        f" wall median {statistics.median(wall):.0f} ms"
+    )
+    return [f"SUMMARY\tgraph of the last hour at 15 s ({points} points): CPU to draw\t{min(cpu):.0f} ms"]
+
+
 # --- trace lookup in a big log --------------------------------------------------------------
 
 
@@ -394,19 +490,25 @@ def trace_part(size_mb: int, runs: int) -> list[str]:
 
 
 def main() -> None:
-    """Run both parts and print their figures."""
+    """Run every part and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="triage rounds per latency setting")
     parser.add_argument("--runs", type=int, default=5, help="runs per trace lookup")
     parser.add_argument("--size-mb", type=int, default=1000, help="size of the generated log")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, a 200 MB log")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-hung", action="store_true")
+    parser.add_argument("--skip-graph", action="store_true")
     parser.add_argument("--skip-trace", action="store_true")
     args = parser.parse_args()
     rounds, runs, size = (2, 2, 200) if args.quick else (args.rounds, args.runs, args.size_mb)
     summary: list[str] = []
     if not args.skip_latency:
         summary += latency_part(rounds)
+    if not args.skip_hung:
+        summary += hung_part(rounds)
+    if not args.skip_graph:
+        summary += graph_part(max(rounds, 3))
     if not args.skip_trace:
         summary += trace_part(size, runs)
     for line in summary:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
 
     # The bot's own state (approvals, MFA, incidents, audit trail); never the platform's database.
     state_database_url: str = "postgresql://postgres@127.0.0.1:5432/chatops_state"
+    # The role that owns the bot's tables and runs its migrations (none: the runtime role above).
+    # With one set, the runtime role may only read and append the audit trail, never alter it.
+    state_owner_database_url: str | None = None
+    # Where the audit trail's head is anchored after every append, outside the bot's database:
+    # s3://bucket/prefix (on the backup endpoint, else the platform's) or a directory; "" for none.
+    trail_anchor_store: str = "s3://chatops-trail/anchors"
 
     # Slack.
     slack_bot_token: SecretStr | None = _env("SLACK_BOT_TOKEN")
@@ -177,17 +183,22 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "incident_channel", "templates_dir", "alertmanager_token", "audit_export_spool_dir", mode="before"
+        "incident_channel",
+        "templates_dir",
+        "alertmanager_token",
+        "audit_export_spool_dir",
+        "state_owner_database_url",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `NAME=` in .env.example means "not set", not an empty channel, folder or token.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("platform_database_url", "state_database_url", mode="after", check_fields=True)
+    @field_validator("platform_database_url", "state_database_url", "state_owner_database_url", mode="after")
     @classmethod
-    def _postgres_url(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
         return value
 
@@ -314,15 +325,26 @@ def _env_name(field_name: str, alias: Any) -> str:
     return f"CHATOPS_{field_name.upper()}"
 
 
+# Query parameters that carry secrets in connection URLs (libpq's `password`, S3-style keys, tokens).
+_SECRET_PARAMETERS = re.compile(
+    r"([?&](?:password|passwd|pwd|sslpassword|secret|token|access_token|api_key|apikey|key)=)[^&#]*",
+    re.IGNORECASE,
+)
+
+
 def _mask_url_password(text: str) -> str:
-    """Hide a password embedded in a URL (scheme://user:password@host)."""
-    if "://" not in text or "@" not in text:
+    """Hide secrets in a URL: `scheme://user:password@host` and `?password=...` alike."""
+    if "://" not in text:
         return text
+    text = _SECRET_PARAMETERS.sub(r"\1********", text)
     scheme, rest = text.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return text
+    credentials, host = authority.rsplit("@", 1)
     if ":" in credentials:
         user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:********@{host}"
+        return f"{scheme}://{user}:********@{host}{slash}{path}"
     return text
 
 

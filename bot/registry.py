@@ -178,3 +178,26 @@ COMMANDS: dict[str, CommandSpec] = {
 }
 
 COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
+
+
+def read_only(command: str, text: str) -> bool:
+    """Return whether a slash command's text asks only to read (the viewer role suffices).
+
+    When the bot cannot tell whether a request was already run (its database is down), a read is
+    still answered: running it twice shows the same thing twice, and changes nothing.
+    """
+    spec = COMMANDS.get(command.lstrip("/"))
+    if spec is None:
+        return False
+    try:
+        return spec.required_role(spec.tokenize(text)) == "viewer" and not _proposes(spec, text)
+    except Exception:  # a text the grammar refuses is not known to be a read
+        return False
+
+
+def _proposes(spec: CommandSpec, text: str) -> bool:
+    """Return whether this invocation of a destructive command asks for a plan (not a listing)."""
+    if spec.execute is None:
+        return False
+    words = text.split()
+    return not words or words[0] not in ("list", "verify")

@@ -8,6 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.concurrency import InFlight
 from bot.config import Settings
+from bot.gate.audit_trail import AuditTrail, trail_key
 from bot.gate.authz import Authorizer
 from bot.gate.gate import Gate
 from bot.gate.locks import OperationLock
@@ -27,6 +28,7 @@ class Runtime:
     mfa: MfaService
     gate: Gate
     mfa_command: MfaCommand
+    trail: AuditTrail
     slack_client: AsyncWebClient | None
     in_flight: InFlight
     pacer: ChannelPacer
@@ -39,14 +41,21 @@ class Runtime:
         authorizer = Authorizer(settings, slack_client)
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         mfa = MfaService(services.state_db, secret)
+        trail = AuditTrail(
+            services.state_db,
+            trail_key(secret) if secret else None,
+            services.trail_anchors,
+            settings.environment,
+        )
         lock = OperationLock(services.state_db, settings.environment, settings.lock_lease_seconds)
-        gate = Gate(services, authorizer, mfa, lock, COMMANDS)
+        gate = Gate(services, authorizer, mfa, lock, COMMANDS, trail)
         return cls(
             services=services,
             authorizer=authorizer,
             mfa=mfa,
             gate=gate,
-            mfa_command=MfaCommand(mfa, authorizer, services.state_db, services.metrics),
+            mfa_command=MfaCommand(mfa, authorizer, trail, services.metrics),
+            trail=trail,
             slack_client=slack_client,
             in_flight=InFlight(services.metrics),
             pacer=ChannelPacer(),

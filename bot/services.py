@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.anchor_store import DirAnchorStore, S3AnchorStore
 from adapters.base import Pingable
 from adapters.engine import EngineAdapter, ServiceAction
 from adapters.github import GitHubAdapter
@@ -71,6 +73,10 @@ class Services:
     engine: EngineAdapter
     metrics: BotMetrics
     slack: SlackAdapter | None = None
+    # Where the audit trail's head is anchored, outside the bot's database (None: nowhere).
+    trail_anchors: S3AnchorStore | DirAnchorStore | None = None
+    # The role that owns the bot's tables and runs its migrations, when it is not the runtime role.
+    state_owner_db: PostgresAdapter | None = None
     github: GitHubAdapter | None = None
     backups: BackupAdapters | None = None
     # Concurrent identical checks (a burst of /health) share one run.
@@ -118,7 +124,17 @@ class Services:
             metrics=metrics,
             slack=slack,
             github=github,
+            trail_anchors=build_anchor_store(settings),
+            state_owner_db=(
+                PostgresAdapter("state-db-owner", settings.state_owner_database_url, timeout)
+                if settings.state_owner_database_url
+                else None
+            ),
         )
+
+    def migrations_db(self) -> PostgresAdapter:
+        """Return the connection migrations run on: the owner's when one is set."""
+        return self.state_owner_db or self.state_db
 
     def backup_adapters(self) -> BackupAdapters:
         """Return the adapters of /backup and /restore, built on first use."""
@@ -145,6 +161,7 @@ class Services:
             self.platform_db.aclose(),
             self.state_db.aclose(),
             self.receipts_db.aclose(),
+            *([self.state_owner_db.aclose()] if self.state_owner_db is not None else []),
             self.redis.aclose(),
             self.api.aclose(),
             asyncio.to_thread(self.engine.close),
@@ -152,6 +169,24 @@ class Services:
         if self.github is not None:
             closers.append(self.github.aclose())
         await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True), timeout=10)
+
+
+def build_anchor_store(settings: Settings) -> S3AnchorStore | DirAnchorStore | None:
+    """Build the audit trail's anchor store from CHATOPS_TRAIL_ANCHOR_STORE (nothing connects yet)."""
+    location = settings.trail_anchor_store.strip()
+    if not location:
+        return None
+    if location.startswith("s3://"):
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        transfer = ObjectTransfer(
+            settings.backup_s3_endpoint_url or settings.s3_endpoint_url,
+            settings.aws_access_key_id,
+            settings.aws_secret_access_key.get_secret_value(),
+            settings.s3_region,
+            settings.dependency_timeout_seconds,
+        )
+        return S3AnchorStore(transfer, bucket, prefix)
+    return DirAnchorStore(Path(location).expanduser())
 
 
 def build_slack_client(settings: Settings, metrics: BotMetrics | None = None) -> AsyncWebClient:

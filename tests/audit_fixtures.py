@@ -84,7 +84,7 @@ async def apply_indexes(dsn: str) -> None:
 
 
 @pytest.fixture(scope="session", name="audit_dsn")
-async def audit_dsn_fixture() -> AsyncIterator[str]:
+async def audit_dsn_fixture(postgres: str) -> AsyncIterator[str]:
     """Create this session's database, seed audit_log, add the known rows and the indexes."""
     dsn = await recreate_database(DB_NAME)
     conn = await asyncpg.connect(dsn)
@@ -99,7 +99,7 @@ async def audit_dsn_fixture() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session", name="empty_dsn")
-async def empty_dsn_fixture() -> AsyncIterator[str]:
+async def empty_dsn_fixture(postgres: str) -> AsyncIterator[str]:
     """A database without an audit_log table."""
     dsn = await recreate_database(EMPTY_DB_NAME)
     yield dsn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ async def gate_world(database: str, **overrides: Any) -> GateWorld:
         operators=overrides.pop("operators", ["U0OPS0001", "U0OPS0002"]),
         mfa_admins=overrides.pop("mfa_admins", ["U0ADMIN01"]),
         environment=overrides.pop("environment", "test"),
+        # Anchored in a directory of the test's own; the trail's own tests anchor in the sandbox's S3.
+        trail_anchor_store=overrides.pop("trail_anchor_store", tempfile.mkdtemp(prefix="chatops-anchors-")),
         **overrides,
     )
     runtime = Runtime.build(settings)

@@ -19,6 +19,7 @@ from tests.test_slack_app import CHANNEL, USER, running_bot
 
 STATE_DB = "chatops_test_incidents"
 OTHER_USER = "U0SECOND01"
+ALERT_TOKEN = "alertmanager-secret"
 
 __all__ = ["CHANNEL", "OTHER_USER", "USER", "Bot", "block_text", "incident_bot"]
 
@@ -106,7 +107,12 @@ async def incident_bot(
 ) -> AsyncIterator[Bot]:
     """Serve the bot with a fresh state database; GitHub settings point at the fake when given."""
     dsn = await recreate_database(STATE_DB)
-    settings: dict[str, Any] = {"state_database_url": dsn, "incident_channel": CHANNEL}
+    settings: dict[str, Any] = {
+        "state_database_url": dsn,
+        "incident_channel": CHANNEL,
+        # /alerts fails closed without a token: the bot under test has one, as a deployment would.
+        "alertmanager_token": ALERT_TOKEN,
+    }
     if github is not None:
         settings |= {"github_token": TOKEN, "github_repo": github.repo, "github_api_url": github.url}
     settings |= overrides

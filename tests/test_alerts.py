@@ -17,7 +17,7 @@ from bot.render.common import Message, SlackReply, section
 from bot.services import Services
 from commands.base import CommandResult
 from tests.fakes import FakeSlack, SlackCall
-from tests.incident_helpers import CHANNEL, USER, Bot, block_text, incident_bot, is_header
+from tests.incident_helpers import ALERT_TOKEN, CHANNEL, USER, Bot, block_text, incident_bot, is_header
 
 FINGERPRINT = "c4e1f2a0b3d4e5f6"
 # Half an hour ago, with the nanoseconds Go writes; it resolved 21 minutes after it started.
@@ -75,7 +75,7 @@ def notification(*alerts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def send(bot: Bot, body: Any, token: str | None = None) -> httpx.Response:
+async def send(bot: Bot, body: Any, token: str | None = ALERT_TOKEN) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(timeout=20) as client:
         if isinstance(body, (bytes, str)):
@@ -96,6 +96,7 @@ def actions(call: SlackCall) -> list[str]:
     ]
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_a_firing_alert_is_posted_repeats_edit_it_and_resolution_marks_it(
     fake_slack: FakeSlack,
 ) -> None:
@@ -126,6 +127,7 @@ async def test_a_firing_alert_is_posted_repeats_edit_it_and_resolution_marks_it(
     assert fake_slack.violations == []
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_a_resolved_alert_nobody_saw_and_a_second_alert_in_the_group(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         body = notification(
@@ -137,6 +139,7 @@ async def test_a_resolved_alert_nobody_saw_and_a_second_alert_in_the_group(fake_
     assert len(alert_posts(fake_slack)) == 1
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_the_same_alert_firing_again_after_it_resolved_is_a_new_message(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         await send(bot, notification())
@@ -151,6 +154,7 @@ async def test_the_same_alert_firing_again_after_it_resolved_is_a_new_message(fa
     assert len(alert_posts(fake_slack)) == 2
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_concurrent_deliveries_of_one_alert_post_one_message(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         answers = await asyncio.gather(*(send(bot, notification()) for _ in range(4)))
@@ -164,6 +168,7 @@ async def test_concurrent_deliveries_of_one_alert_post_one_message(fake_slack: F
     [(None, 401), ("wrong-token", 401), ("alertmanager-secret", 200)],
     ids=["no token", "wrong token", "right token"],
 )
+@pytest.mark.usefixtures("postgres")
 async def test_a_configured_bearer_token_is_required(
     fake_slack: FakeSlack, header: str | None, status: int
 ) -> None:
@@ -193,6 +198,7 @@ def _broken(change: str) -> Any:
 @pytest.mark.parametrize(
     "change", ["not json", "version 3", "no alerts", "alert without fingerprint", "bad status", "bad time"]
 )
+@pytest.mark.usefixtures("postgres")
 async def test_what_is_not_an_alertmanager_v4_payload_is_refused(fake_slack: FakeSlack, change: str) -> None:
     async with incident_bot(fake_slack) as bot:
         answer = await send(bot, _broken(change))
@@ -201,12 +207,14 @@ async def test_what_is_not_an_alertmanager_v4_payload_is_refused(fake_slack: Fak
     assert fake_slack.calls_to("chat.postMessage") == []
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_without_an_incident_channel_alertmanager_is_told_to_retry(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack, incident_channel=None) as bot:
         answer = await send(bot, notification())
     assert answer.status_code == 503 and "CHATOPS_INCIDENT_CHANNEL" in answer.json()["error"]
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_when_slack_fails_alertmanager_retries_and_gets_one_message(fake_slack: FakeSlack) -> None:
     fake_slack.fail("chat.postMessage", "ratelimited", times=1)
     async with incident_bot(fake_slack) as bot:
@@ -219,6 +227,7 @@ async def test_when_slack_fails_alertmanager_retries_and_gets_one_message(fake_s
     assert stored is not None and stored.notifications == 1
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_alerts_during_an_incident_go_to_its_thread_and_timeline(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         await bot.answer(await bot.command("/incident", "declare Checkout errors"))
@@ -239,6 +248,7 @@ async def test_alerts_during_an_incident_go_to_its_thread_and_timeline(fake_slac
 # --- the buttons -------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_declare_from_an_alert_takes_its_title_severity_and_start(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         await send(bot, notification())
@@ -285,6 +295,7 @@ def _stub_triage(calls: list[Invocation]) -> CommandSpec:
     )
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_run_triage_posts_the_findings_in_the_alerts_thread(
     fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,6 +310,7 @@ async def test_run_triage_posts_the_findings_in_the_alerts_thread(
     assert calls[0].user_id == USER and calls[0].channel_id == CHANNEL
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_buttons_check_the_role_of_who_clicks(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack, responders=["U0NOBODY01"]) as bot:
         await send(bot, notification())

@@ -105,10 +105,11 @@ async def _report(db: PostgresAdapter, tokens: list[str]) -> AuditReport:
     return result
 
 
-async def _fingerprint(conn: asyncpg.Connection) -> tuple[int, int]:
-    """Count and checksum audit_log, so that any change to it shows."""
+async def _fingerprint(conn: asyncpg.Connection) -> tuple[int, str]:
+    """Count audit_log and digest every column of every row, so that any change to it shows."""
     row = await conn.fetchrow(
-        "SELECT count(*) AS n, coalesce(sum(hashtext(details::text)), 0) AS h FROM audit_log"
+        """SELECT count(*) AS n, md5(coalesce(string_agg(a::text, E'\n' ORDER BY a.id), '')) AS h
+           FROM audit_log AS a"""
     )
     return row["n"], row["h"]
 

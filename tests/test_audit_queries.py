@@ -388,6 +388,7 @@ async def test_unreachable_database_is_a_clear_result() -> None:
     assert isinstance(result, AuditUnavailable) and result.reason == "refused"
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_missing_database_is_a_clear_result() -> None:
     db = PostgresAdapter("postgres", "postgresql://postgres@127.0.0.1:5432/chatops_no_such_db", timeout=2)
     try:

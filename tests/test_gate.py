@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 
-from bot.gate import audit_trail
 from bot.gate.gate import Refused
 from bot.gate.locks import LockHeld, LockLost, OperationLock
 from bot.gate.mfa import lockout_for
@@ -27,6 +26,9 @@ from tests.gate_helpers import (
 )
 
 OPS1, OPS2, STRANGER, ADMIN = "U0OPS0001", "U0OPS0002", "U0STRANGE", "U0ADMIN01"
+
+# Every test here keeps the bot's state in PostgreSQL and proposes the drill (a Redis counter).
+pytestmark = pytest.mark.usefixtures("postgres", "redis")
 
 
 @pytest.fixture
@@ -136,7 +138,7 @@ async def test_approved_plan_executes_once_and_everything_is_recorded(world: Gat
     decisions = await trail_decisions(world)
     assert [item[1] for item in decisions if item[0] == "drill"] == ["plan_shown", "approved", "executed"]
     assert decisions[-1][2] == "succeeded"
-    assert (await audit_trail.verify(world.runtime.services.state_db)).ok
+    assert (await world.runtime.trail.verify()).ok
 
 
 @pytest.mark.parametrize(
@@ -355,7 +357,7 @@ async def test_lock_left_by_a_killed_process_expires_and_is_fenced(world: GateWo
 async def test_tampering_with_the_trail_is_detected(world: GateWorld) -> None:
     await world.run(await drill(world, 1), OPS1)
     state_db = world.runtime.services.state_db
-    assert (await audit_trail.verify(state_db)).ok
+    assert (await world.runtime.trail.verify()).ok
     async with state_db.connection() as conn:
         with pytest.raises(Exception, match="append-only"):
             await conn.execute("UPDATE audit_trail SET actor = 'U0SOMEONE' WHERE id = 2")
@@ -364,7 +366,7 @@ async def test_tampering_with_the_trail_is_detected(world: GateWorld) -> None:
         await conn.execute("UPDATE audit_trail SET outcome = 'nothing happened' WHERE id = 3")
         await conn.execute("DELETE FROM audit_trail WHERE id = 2")
         await conn.execute("ALTER TABLE audit_trail ENABLE TRIGGER audit_trail_no_update")
-    report = await audit_trail.verify(state_db)
+    report = await world.runtime.trail.verify()
     assert not report.ok
     assert any("row 3: content does not match" in problem for problem in report.problems)
     assert any("row 3: does not follow" in problem for problem in report.problems)

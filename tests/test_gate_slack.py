@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pyotp
+import pytest
 
 from bot.gate.mfa import code_at
 from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW, TOTP_BLOCK
@@ -33,6 +34,9 @@ from tests.gate_helpers import (
 from tests.test_slack_app import CHANNEL, USER, block_text, post_command, running_bot
 
 OTHER = "U0OTHER001"
+
+# Every test here keeps the bot's state in the machine's PostgreSQL.
+pytestmark = pytest.mark.usefixtures("postgres")
 
 
 @asynccontextmanager
@@ -68,6 +72,7 @@ def totp_values(code: str) -> dict[str, dict[str, dict[str, Any]]]:
     return {TOTP_BLOCK: {"value": {"type": "plain_text_input", "value": code}}}
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_plan_confirm_mfa_and_progress_in_place(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, runtime, clock, seeds):
         await post_command(url, "/drill", "4")
@@ -109,6 +114,7 @@ async def test_plan_confirm_mfa_and_progress_in_place(fake_slack: FakeSlack) -> 
         assert await drill_value(runtime.services) == 4
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_wrong_code_is_shown_in_the_modal_and_nothing_runs(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
         await post_command(url, "/drill", "1")
@@ -121,6 +127,7 @@ async def test_wrong_code_is_shown_in_the_modal_and_nothing_runs(fake_slack: Fak
         assert fake_slack.calls_to("chat.update") == []
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_someone_else_clicking_confirm_is_told_no(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, _runtime, _clock, _seeds):
         await post_command(url, "/drill", "1")
@@ -133,6 +140,7 @@ async def test_someone_else_clicking_confirm_is_told_no(fake_slack: FakeSlack) -
         assert fake_slack.calls_to("views.open") == []
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_forged_interaction_gets_401_and_runs_nothing(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, runtime, clock, seeds):
         await post_command(url, "/drill", "1")
@@ -147,6 +155,7 @@ async def test_forged_interaction_gets_401_and_runs_nothing(fake_slack: FakeSlac
         assert approval is not None and approval.status == "pending"
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_cancel_replaces_the_plan(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, _runtime, _clock, _seeds):
         await post_command(url, "/drill", "1")
@@ -186,6 +195,7 @@ async def test_mfa_enroll_goes_to_a_dm_with_a_qr_code_and_confirms(fake_slack: F
         assert (await runtime.mfa.status(USER)).confirmed
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_five_wrong_codes_lock_step_up_and_alert_the_channel(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
         await post_command(url, "/drill", "1")
@@ -211,6 +221,7 @@ async def test_five_wrong_codes_lock_step_up_and_alert_the_channel(fake_slack: F
     assert await drill_value(runtime.services) == 0
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_operators_can_be_a_slack_user_group(fake_slack: FakeSlack) -> None:
     fake_slack.set_usergroup("S0OPSTEAM", [USER])
     dsn = await recreate_database("chatops_test_gate_slack")
@@ -228,6 +239,7 @@ async def test_operators_can_be_a_slack_user_group(fake_slack: FakeSlack) -> Non
     assert fake_slack.calls_to("usergroups.users.list")[0].params["usergroup"] == "S0OPSTEAM"
 
 
+@pytest.mark.usefixtures("redis")  # the drill's counter
 async def test_only_mfa_administrators_reset_an_enrollment(fake_slack: FakeSlack) -> None:
     async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
         body, headers = signed_slash_command_request(

@@ -49,6 +49,7 @@ def header_text(bot: Bot, ts: str) -> str:
 # --- declare -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_declare_posts_one_pinned_header_with_every_field(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         answer = await bot.answer(await bot.command("/incident", "declare Checkout returns 5xx sev=P2"))
@@ -75,6 +76,7 @@ async def test_declare_posts_one_pinned_header_with_every_field(fake_slack: Fake
     assert fake_slack.violations == []
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_a_second_declare_in_the_channel_asks_and_creates_nothing(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         await declare(bot)
@@ -101,6 +103,7 @@ async def test_a_second_declare_in_the_channel_asks_and_creates_nothing(fake_sla
     assert len([call for call in fake_slack.calls_to("chat.postMessage") if is_header(call)]) == 2
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_concurrent_declares_make_one_incident(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         store, now = bot.store, datetime.now(UTC)
@@ -125,6 +128,7 @@ async def test_concurrent_declares_make_one_incident(fake_slack: FakeSlack) -> N
 # --- updates, notes, severity, commander, resolve -------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_the_life_of_an_incident_in_its_thread_and_header(fake_slack: FakeSlack) -> None:
     fake_slack.add_user(OTHER_USER, "alice", real_name="Alice Example")
     fake_slack.respond_with(
@@ -173,6 +177,7 @@ async def test_the_life_of_an_incident_in_its_thread_and_header(fake_slack: Fake
     assert fake_slack.violations == []
 
 
+@pytest.mark.usefixtures("postgres", "redis")
 async def test_results_of_other_commands_go_to_the_incident_thread_and_timeline(
     fake_slack: FakeSlack,
 ) -> None:
@@ -188,6 +193,7 @@ async def test_results_of_other_commands_go_to_the_incident_thread_and_timeline(
     assert events[-1].actor == USER and events[-1].text.startswith("Health:")
 
 
+@pytest.mark.usefixtures("postgres", "redis")
 async def test_without_an_open_incident_results_go_to_the_channel(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack, dependency_timeout_seconds=0.5) as bot:
         await bot.command("/health", "")
@@ -200,6 +206,7 @@ async def test_without_an_open_incident_results_go_to_the_channel(fake_slack: Fa
 # --- permissions and bad input -----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_changing_an_incident_needs_the_responder_role_reading_does_not(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack, responders=[OTHER_USER], viewers=["*"]) as bot:
         await bot.command("/incident", "declare Not mine")
@@ -225,6 +232,7 @@ async def test_changing_an_incident_needs_the_responder_role_reading_does_not(fa
         ("timeline now", "timeline takes no arguments"),
     ],
 )
+@pytest.mark.usefixtures("postgres")
 async def test_bad_input_gets_a_clear_reply_only_for_the_caller(
     fake_slack: FakeSlack, text: str, message: str
 ) -> None:
@@ -235,6 +243,7 @@ async def test_bad_input_gets_a_clear_reply_only_for_the_caller(
     assert fake_slack.calls_to("chat.postMessage") == []
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_contacts_come_from_configuration(fake_slack: FakeSlack) -> None:
     contacts = [incident.Contact(role="SRE on call", area="Platform", contact="+55 11 5555-0000")]
     async with incident_bot(fake_slack, incident_contacts=contacts) as bot:
@@ -246,6 +255,7 @@ async def test_contacts_come_from_configuration(fake_slack: FakeSlack) -> None:
     assert "+55 11 5555-0000" in block_text(header.params["blocks"])
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_a_header_the_bot_cannot_post_is_reported_and_the_incident_kept(fake_slack: FakeSlack) -> None:
     fake_slack.fail("chat.postMessage", "not_in_channel", times=1)
     async with incident_bot(fake_slack) as bot:
@@ -264,6 +274,7 @@ async def test_a_header_the_bot_cannot_post_is_reported_and_the_incident_kept(fa
 # --- the API other parts call --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_record_returns_the_thread_only_while_an_incident_is_open(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         state_db = bot.runtime.services.state_db
@@ -336,6 +347,7 @@ def test_a_title_over_the_limit_is_refused() -> None:
 # --- the terminal --------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 def test_the_terminal_declares_and_shows_the_timeline(fake_slack: FakeSlack) -> None:
     dsn = asyncio.run(recreate_database("chatops_test_incidents_cli"))
     env = {
@@ -368,6 +380,7 @@ def test_the_terminal_declares_and_shows_the_timeline(fake_slack: FakeSlack) -> 
     assert fake_slack.pins
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_migrations_apply_on_an_empty_database() -> None:
     dsn = await recreate_database("chatops_test_incidents_migrate")
     services = Services.build(make_settings(state_database_url=dsn))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
+from slack_sdk.http_retry import builtin_async_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack_api import install_rate_limit_retry
@@ -45,30 +46,67 @@ def test_a_short_message_is_left_alone() -> None:
     assert split_message(message) == [message]
 
 
+class FakeTime:
+    """A monotonic clock that moves only when the code under test sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 async def test_posts_to_one_channel_are_paced_after_a_short_burst() -> None:
-    pacer = ChannelPacer(interval=0.2, burst=3)
-    started = time.monotonic()
+    """The pacer's real figures: benchmarks/ack_bench.py."""
+    fake = FakeTime()
+    # A quarter of a second: every time below is exact in binary, so no rounding blurs a turn.
+    pacer = ChannelPacer(interval=0.25, burst=3, clock=fake.clock, sleep=fake.sleep)
     for _ in range(3):
         await pacer.wait_turn("C1")
-    burst_done = time.monotonic() - started
+    assert fake.sleeps == []  # the burst goes out at once
     for _ in range(3):
         await pacer.wait_turn("C1")
-    paced = time.monotonic() - started
+    # From the fourth post on, each one waits an interval for its turn.
+    assert fake.sleeps == [0.25, 0.25, 0.25]
     await pacer.wait_turn("C2")  # another channel has its own budget
-    assert burst_done < 0.1
-    assert paced >= 0.55
+    assert len(fake.sleeps) == 3
+    fake.now += 0.5  # two quiet intervals give two posts back, not more
+    await pacer.wait_turn("C1")
+    await pacer.wait_turn("C1")
+    assert len(fake.sleeps) == 3
+    await pacer.wait_turn("C1")
+    assert fake.sleeps[3:] == [0.25]
 
 
-async def test_a_429_is_retried_after_retry_after_and_counted(fake_slack: FakeSlack) -> None:
+async def test_a_429_is_retried_after_retry_after_and_counted(
+    fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How long the retry takes for real: benchmarks/ack_bench.py."""
+    waits: list[tuple[float, list[int | None]]] = []
+
+    async def wait(seconds: float) -> None:
+        # What the fake had answered when the client decided to wait, and for how long.
+        waits.append((seconds, [call.status for call in fake_slack.calls_to("chat.postMessage")]))
+
+    # The wait slack_sdk's rate-limit handler makes before it tries again, without the waiting.
+    monkeypatch.setattr(builtin_async_handlers, "asyncio", SimpleNamespace(sleep=wait))
     metrics = BotMetrics()
     client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.url)
     install_rate_limit_retry(client, lambda method: metrics.slack_rate_limited.labels(method).inc())
-    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=1)
-    started = time.monotonic()
+    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=30)
     answer = await client.chat_postMessage(channel="C0INCIDENT", text="after the limit")
     assert answer["ok"] is True
-    assert time.monotonic() - started >= 1.0
-    assert len(fake_slack.calls_to("chat.postMessage")) == 2
+    # One wait, of Slack's Retry-After (plus at most a second of jitter), after the 429 and before
+    # the second call, which went through.
+    [(asked_for, answered_then)] = waits
+    assert 30 <= asked_for < 31
+    assert answered_then == [429]
+    assert [call.status for call in fake_slack.calls_to("chat.postMessage")] == [429, 200]
     assert metrics.slack_rate_limited.labels("chat.postMessage")._value.get() == 1
 
 

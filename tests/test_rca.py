@@ -107,7 +107,7 @@ async def seed_incident(store: IncidentStore, channel: str = CHANNEL) -> Inciden
 
 
 @pytest.fixture
-async def world(github: FakeGitHub) -> AsyncIterator[World]:
+async def world(github: FakeGitHub, postgres: str) -> AsyncIterator[World]:
     dsn = await recreate_database("chatops_test_rca")
     services = Services.build(make_settings(state_database_url=dsn))
     await migrate(services.state_db)
@@ -433,6 +433,7 @@ def test_bad_grammar(tokens: list[str], message: str) -> None:
 # --- Slack and the terminal --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_preview_in_the_thread_then_file_with_the_button(
     fake_slack: FakeSlack, github: FakeGitHub
 ) -> None:
@@ -465,6 +466,7 @@ async def test_preview_in_the_thread_then_file_with_the_button(
     assert fake_slack.violations == []
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_a_refusal_from_the_button_tells_the_clicker(fake_slack: FakeSlack, github: FakeGitHub) -> None:
     async with incident_bot(fake_slack, github) as bot:
         await bot.answer(await bot.command("/incident", "declare Disk full"))
@@ -478,6 +480,7 @@ async def test_a_refusal_from_the_button_tells_the_clicker(fake_slack: FakeSlack
     assert stored is not None and stored.issue_number is None
 
 
+@pytest.mark.usefixtures("postgres")
 async def test_rca_of_an_unknown_incident(fake_slack: FakeSlack) -> None:
     async with incident_bot(fake_slack) as bot:
         await bot.command("/rca", "42")
@@ -485,6 +488,7 @@ async def test_rca_of_an_unknown_incident(fake_slack: FakeSlack) -> None:
     assert "there is no incident INC-42" in reply.params["text"]
 
 
+@pytest.mark.usefixtures("postgres")
 def test_the_terminal_previews_without_posting(fake_slack: FakeSlack) -> None:
     async def seed() -> str:
         dsn = await recreate_database("chatops_test_rca_cli")

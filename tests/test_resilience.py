@@ -10,13 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from bot.gate.gate import Approval, Refused
 from bot.runtime import Runtime
-from bot.state import migrate
+from bot.state import migrate, migration_files
 from bot.web.server import report_interrupted
-from commands.destructive import Execution
+from commands.destructive import Execution, Step
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, make_settings, recreate_database
 from tests.fakes import FakeSlack, signed_slash_command_request
 from tests.gate_helpers import (
@@ -33,10 +35,14 @@ from tests.test_slack_app import block_text, running_bot
 REPO = Path(__file__).resolve().parents[1]
 OPS1, OPS2 = "U0OPS0001", "U0OPS0002"
 
+# Every test here keeps the bot's state in the machine's PostgreSQL.
+pytestmark = pytest.mark.usefixtures("postgres")
+
 
 async def test_200_commands_with_every_backend_hung_are_all_acked_and_all_answered(
     fake_slack: FakeSlack,
 ) -> None:
+    state_dsn = await recreate_database("chatops_test_load")
     with silent_server() as port:
         hung = f"127.0.0.1:{port}"
         overrides = {
@@ -45,7 +51,7 @@ async def test_200_commands_with_every_backend_hung_are_all_acked_and_all_answer
             "s3_endpoint_url": f"http://{hung}",
             "redis_url": f"redis://{hung}/0",
             "platform_database_url": f"postgresql://postgres@{hung}/platform",
-            "state_database_url": "postgresql://postgres@127.0.0.1:5432/chatops_state",
+            "state_database_url": state_dsn,
             "docker_host": f"tcp://{hung}",
             "dependency_timeout_seconds": 1.0,
         }
@@ -74,34 +80,80 @@ async def test_200_commands_with_every_backend_hung_are_all_acked_and_all_answer
         assert "Health: DOWN" in text and "*api* down (timeout)" in text
 
 
+@pytest.mark.usefixtures("redis")
 async def test_two_replicas_run_a_destructive_request_once() -> None:
     world = await gate_world("chatops_test_replicas")
     other = Runtime.build(world.runtime.services.settings)  # a second replica: its own pools, same databases
     other.gate.clock = world.clock
+    state_db = world.runtime.services.state_db
     try:
         await world.runtime.services.redis.client.delete(DRILL_KEY)
         await world.enroll(OPS1)
         await world.enroll(OPS2)
         first = await world.confirm(await world.propose(await proposal(world, OPS1), OPS1), OPS1)
         second = await world.confirm(await world.propose(await proposal(world, OPS2), OPS2), OPS2)
-        os.environ["DRILL_DELAY"] = "0.5"
+        async with state_db.connection() as conn:
+            trail_before = await conn.fetchval("SELECT max(id) FROM audit_trail")
+        # Whoever takes the lock holds it, mid-operation, until the two others have been answered.
+        others_answered = asyncio.Event()
+        answered: list[object] = []
 
-        async def publish(steps: object) -> None:
-            return None
+        async def publish(steps: list[Step]) -> None:
+            if steps and steps[-1].status == "running":
+                await others_answered.wait()
 
-        outcomes = await asyncio.gather(
-            world.runtime.gate.execute(first.approval, publish),
-            other.gate.execute(second.approval, publish),
-            # The same approval again, from the other replica (a retry, a double click).
-            other.gate.execute(first.approval, publish),
-            return_exceptions=True,
+        async def attempt(runtime: Runtime, approval: Approval) -> object:
+            try:
+                outcome: object = await runtime.gate.execute(approval, publish)
+            except Exception as error:
+                outcome = error
+            answered.append(outcome)
+            if len(answered) == 2:
+                others_answered.set()
+            return outcome
+
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                attempt(world.runtime, first.approval),
+                attempt(other, second.approval),
+                # The same approval again, from the other replica (a retry, a double click).
+                attempt(other, first.approval),
+            ),
+            timeout=60,
         )
     finally:
-        os.environ.pop("DRILL_DELAY", None)
         await other.services.aclose()
     try:
-        assert sum(isinstance(item, Execution) for item in outcomes) == 1, outcomes
+        # One ran; the two others were refused because the lock was held, while it was.
+        [ran] = [item for item in outcomes if isinstance(item, Execution)]
+        assert ran.succeeded, ran
+        refused = [item for item in outcomes if not isinstance(item, Execution)]
+        assert [type(item) for item in refused] == [Refused, Refused], outcomes
+        assert [item.reason for item in refused if isinstance(item, Refused)] == ["locked", "locked"]
+        assert answered[-1] is ran  # the winner finished after both refusals
+        # Nothing ran twice: the counter moved once, one approval succeeded, and the other was
+        # refused for the lock (a retry of the running one does not change it).
         assert await drill_value(world.runtime.services) == 1
+        async with state_db.connection() as conn:
+            statuses = {
+                row["id"]: (row["status"], row["status_reason"])
+                for row in await conn.fetch("SELECT id, status, status_reason FROM approvals")
+            }
+            trail = await conn.fetch(
+                "SELECT decision, outcome, actor FROM audit_trail WHERE id > $1 ORDER BY id", trail_before
+            )
+        winner = first.approval if statuses[first.approval.id][0] == "succeeded" else second.approval
+        loser = second.approval if winner is first.approval else first.approval
+        assert statuses[winner.id] == ("succeeded", "added")
+        assert statuses[loser.id] == ("refused", "lock held")
+        # The audit trail: exactly one execution, by the winner's requester, and both refusals.
+        assert sorted((row["decision"], row["outcome"]) for row in trail) == [
+            ("executed", "succeeded"),
+            ("refused", "locked"),
+            ("refused", "locked"),
+        ]
+        assert [row["actor"] for row in trail if row["decision"] == "executed"] == [winner.requester]
+        assert (await world.runtime.trail.verify()).ok
     finally:
         await world.runtime.services.aclose()
 
@@ -130,6 +182,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.usefixtures("redis")
 async def test_an_operation_cut_by_a_killed_bot_is_reported_as_interrupted(fake_slack: FakeSlack) -> None:
     world = await gate_world("chatops_test_interrupted", lock_lease_seconds=5)
     try:
@@ -186,6 +239,7 @@ async def test_an_operation_cut_by_a_killed_bot_is_reported_as_interrupted(fake_
         await world.runtime.services.aclose()
 
 
+@pytest.mark.usefixtures("redis")  # the bot's /health asks the machine's Redis too
 async def test_sigterm_lets_acknowledged_commands_finish(fake_slack: FakeSlack) -> None:
     port = free_port()
     dsn = await recreate_database("chatops_test_drain")
@@ -233,8 +287,15 @@ async def test_migrations_are_applied_once_by_replicas_starting_together() -> No
     finally:
         for item in runtimes:
             await item.services.aclose()
-    assert sorted(len(item) for item in applied)[-1] > 0
-    assert sum(len(item) for item in applied) == max(len(item) for item in applied)
+    # One replica applied every migration, in order; the three others found nothing left to do.
+    every = [version for version, _ in migration_files()]
+    assert sorted(applied, key=len) == [[], [], [], every], applied
+    conn = await asyncpg.connect(dsn)
+    try:
+        recorded = [row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")]
+    finally:
+        await conn.close()
+    assert sorted(recorded) == every
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import pytest
 from bot.config import Settings
 from sandbox import manager
 from sandbox.backend import DURATION_BUCKETS, Faults, create_app, faults_from_env
+from sandbox.images import BASE_IMAGE, VERSIONS
 from sandbox.manager import SandboxStatus
 from sandbox.platform_db import BRUTE_FORCE_USERNAME, generate_audit_rows
 from sandbox.testing import (
@@ -37,7 +38,7 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def sandbox(settings: Settings) -> SandboxStatus:
+def sandbox(settings: Settings, postgres: str, redis: str) -> SandboxStatus:
     return ensure_sandbox(settings)
 
 
@@ -106,11 +107,35 @@ async def test_status_reports_running(sandbox: SandboxStatus, settings: Settings
     assert result.component("backend").info["version"] == "v2.0.5"
 
 
-def test_second_up_is_fast(sandbox: SandboxStatus, settings: Settings) -> None:
-    started = time.monotonic()
+def engine_objects(settings: Settings) -> dict[str, object]:
+    """Return the backend container's id and start time, and the id of every sandbox image."""
+    client = manager.docker_client(settings)
+    try:
+        container = client.containers.get(manager.backend_container_name(settings))
+        found: dict[str, object] = {
+            "container": container.id,
+            "started_at": container.attrs["State"]["StartedAt"],
+        }
+        for ref in [BASE_IMAGE, *(f"{settings.backend_image}:{version}" for version in VERSIONS)]:
+            found[ref] = client.images.get(ref).id
+        return found
+    finally:
+        client.close()
+
+
+def test_a_second_up_reuses_everything(sandbox: SandboxStatus, settings: Settings) -> None:
+    """Up on a running sandbox starts nothing again (how long it takes: benchmarks/health_bench.py)."""
+    first = ensure_sandbox(settings)
+    before = engine_objects(settings)
     again = ensure_sandbox(settings)
-    assert again.running
-    assert time.monotonic() - started < 5
+    assert again.running, str(again)
+    # The same processes, the same container and images, the same seeded data.
+    for name in ("s3", "podman", "prometheus"):
+        assert again.component(name).info["pid"] == first.component(name).info["pid"], str(again)
+    for name in ("s3", "backend", "prometheus"):
+        assert again.component(name).detail.endswith(", reused"), str(again)
+    assert again.component("db").detail.endswith("audit_log rows (reused)"), str(again)
+    assert engine_objects(settings) == before
 
 
 def test_backend_health(sandbox: SandboxStatus, settings: Settings) -> None:
@@ -232,6 +257,7 @@ def test_error_fault_shows_in_metrics_and_logs(sandbox: SandboxStatus, settings:
         manager.set_faults(settings, **CLEAR_FAULTS)
 
 
+@pytest.mark.stops_services
 def test_stop_and_start_s3(sandbox: SandboxStatus, settings: Settings) -> None:
     manager.stop_s3(settings)
     try:
@@ -243,6 +269,7 @@ def test_stop_and_start_s3(sandbox: SandboxStatus, settings: Settings) -> None:
     assert s3.list_objects_v2(Bucket=settings.s3_bucket)["KeyCount"] > 0
 
 
+@pytest.mark.stops_services
 def test_faulty_version_and_recreate_from_attrs(sandbox: SandboxStatus, settings: Settings) -> None:
     """Run v2.0.6, then recreate the container from its attrs with the v2.0.5 image (a rollback)."""
     faulty = manager.start_backend(settings, "v2.0.6")
@@ -291,6 +318,7 @@ def test_faulty_version_and_recreate_from_attrs(sandbox: SandboxStatus, settings
         manager.start_backend(settings, "v2.0.5")
 
 
+@pytest.mark.stops_services
 def test_a_backend_whose_processes_were_killed_is_recreated(
     sandbox: SandboxStatus, settings: Settings
 ) -> None:
@@ -315,6 +343,7 @@ def test_a_backend_whose_processes_were_killed_is_recreated(
     assert httpx.get(f"{settings.api_url}/health", timeout=3).json()["status"] == "healthy"
 
 
+@pytest.mark.stops_services
 def test_backfilled_history_is_queryable(sandbox: SandboxStatus, settings: Settings) -> None:
     start = int(time.time()) - 3 * 3600
     lines = ["# TYPE sandbox_backfill_probe gauge"]

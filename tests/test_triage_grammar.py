@@ -144,6 +144,7 @@ def test_triage_window_option() -> None:
     assert format_duration(timedelta(seconds=30)) == "30s"
 
 
+@pytest.mark.usefixtures("postgres")  # the CLI records its run, usage errors too
 def test_cli_bad_subcommand_and_trace_exit_2_with_usage() -> None:
     bad = subprocess.run(
         [sys.executable, "-m", "bot", "triage", "bogus"], capture_output=True, text=True, cwd=REPO, timeout=60

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import sys
 import uuid
 
 from bot.config import Settings
-from bot.gate.audit_trail import recent, verify
 from bot.gate.gate import Approval, Refused
 from bot.invocation import Invocation
 from bot.render.common import terminal_console
 from bot.render.gate import terminal_execution, terminal_plan
 from bot.render.steps import StepBars
 from bot.runtime import Runtime
-from bot.state import migrate_best_effort
+from bot.state import migrate_best_effort, runtime_role
 from commands.base import UsageError
 from commands.destructive import Proposal
 
@@ -109,7 +109,9 @@ async def run_gate_command(settings: Settings, name: str, tokens: list[str], as_
     """Run `chatops mfa ...`, `chatops approve <id>` or `chatops audit-trail ...`."""
     runtime = Runtime.build(settings)
     try:
-        await migrate_best_effort(runtime.services.state_db, settings.dependency_timeout_seconds)
+        await migrate_best_effort(
+            runtime.services.migrations_db(), settings.dependency_timeout_seconds, runtime_role(settings)
+        )
         if name == "audit-trail":
             return await _audit_trail(runtime, tokens, as_json)
         user = _need_user(settings)
@@ -166,17 +168,22 @@ async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool
 async def _audit_trail(runtime: Runtime, tokens: list[str], as_json: bool) -> int:
     action = tokens[0] if tokens else "verify"
     if action == "verify":
-        report = await verify(runtime.services.state_db)
+        report = await runtime.trail.verify()
         if as_json:
-            print(json.dumps({"rows": report.rows, "ok": report.ok, "problems": report.problems}, indent=2))
+            print(json.dumps(dataclasses.asdict(report), indent=2))
         else:
             verdict = "intact" if report.ok else "TAMPERED"
-            print(f"audit trail: {report.rows} rows, {verdict}")
+            anchored = (
+                f", anchored at {report.anchored_rows}" if report.anchored_rows is not None else ", no anchor"
+            )
+            print(f"audit trail: {report.rows} rows{anchored}: {verdict}")
             for problem in report.problems:
-                print(f"  {problem}")
+                print(f"  problem: {problem}")
+            for note in report.notes:
+                print(f"  note: {note}")
         return EXIT_OK if report.ok else EXIT_NOT_DONE
     if action == "recent":
-        rows = await recent(runtime.services.state_db)
+        rows = await runtime.trail.recent()
         if as_json:
             print(json.dumps(rows, indent=2, default=str))
         else:

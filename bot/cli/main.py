@@ -19,7 +19,7 @@ from bot.render.common import terminal_console
 from bot.render.picture import picture_of
 from bot.runtime import Runtime
 from bot.services import Services
-from bot.state import migrate, migrate_best_effort
+from bot.state import migrate, migrate_best_effort, runtime_role
 from commands.base import CommandResult, UsageError
 from commands.destructive import Proposal
 
@@ -117,7 +117,9 @@ async def run_command(
     runtime = Runtime.build(settings)
     services = runtime.services
     try:
-        await migrate_best_effort(services.state_db, services.settings.dependency_timeout_seconds)
+        await migrate_best_effort(
+            services.migrations_db(), settings.dependency_timeout_seconds, runtime_role(settings)
+        )
         invocation = Invocation(request_id=new_request_id(), source="cli", user_id=settings.cli_user)
         try:
             result = await execute(spec, services, tokens, invocation)
@@ -162,7 +164,7 @@ async def _write_picture(name: str, result: CommandResult, path: str) -> int | N
 async def _migrate(settings: Settings) -> int:
     services = Services.build(settings)
     try:
-        applied = await migrate(services.state_db)
+        applied = await migrate(services.migrations_db(), runtime_role(settings))
     finally:
         await services.aclose()
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 import structlog
 
-from bot.gate.audit_trail import TrailEntry, append
+from bot.gate.audit_trail import AuditTrail, TrailEntry
 from bot.gate.authz import Authorizer
 from bot.gate.locks import Lease, LockHeld, OperationLock
 from bot.gate.mfa import MfaService, MfaUnavailable, Verification
@@ -100,11 +100,13 @@ class Gate:
         mfa: MfaService,
         lock: OperationLock,
         commands: Mapping[str, GatedCommand],
+        trail: AuditTrail,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.services = services
         # Passed in (the registry sits above the gate): the commands whose plans it re-makes and runs.
         self.commands = commands
+        self.trail = trail
         self.authorizer = authorizer
         self.mfa = mfa
         self.lock = lock
@@ -167,8 +169,7 @@ class Gate:
                 approval.created_at,
                 approval.expires_at,
             )
-        await append(
-            self.services.state_db,
+        await self.trail.append(
             replace(trail, decision="plan_shown", details={"approval": str(approval.id)}),
         )
         return approval
@@ -249,8 +250,7 @@ class Gate:
         verification = await self.mfa.verify(user, code, now)
         if not verification.accepted:
             self.services.metrics.mfa_failures.labels(verification.outcome).inc()
-            await append(
-                self.services.state_db,
+            await self.trail.append(
                 replace(
                     trail,
                     action="MFA_CHALLENGE_FAILED",
@@ -267,7 +267,7 @@ class Gate:
         if stage == "pending" and approval.needs_second_approver:
             if not await self._set_status(approval.id, "pending", "awaiting_second", "first approval given"):
                 await self._refuse(trail, "already_handled", "this request was already confirmed")
-            await append(self.services.state_db, replace(trail, decision="first_approval"))
+            await self.trail.append(replace(trail, decision="first_approval"))
             fresh = await self.load(approval.id)
             assert fresh is not None
             return Confirmation("awaiting_second", fresh)
@@ -275,7 +275,7 @@ class Gate:
         # The conditional update is what makes retries and double clicks harmless: one wins.
         if not await self._set_status(approval.id, stage, "approved", "approved", second_approver=second):
             await self._refuse(trail, "already_handled", "this request was already confirmed")
-        await append(self.services.state_db, replace(trail, decision="approved"))
+        await self.trail.append(replace(trail, decision="approved"))
         fresh = await self.load(approval.id)
         assert fresh is not None
         return Confirmation("approved", fresh)
@@ -296,7 +296,7 @@ class Gate:
         )
         if not cancelled:
             await self._refuse(trail, "already_handled", f"this request is already {approval.status}")
-        await append(self.services.state_db, replace(trail, decision="cancelled"))
+        await self.trail.append(replace(trail, decision="cancelled"))
         return approval
 
     # --- Executing --------------------------------------------------------------------------------
@@ -337,8 +337,7 @@ class Gate:
                     result = await spec.execute(self.services, approval.plan, fenced)
                 except Exception as error:
                     await self._set_status(approval.id, "executing", "failed", type(error).__name__)
-                    await append(
-                        self.services.state_db,
+                    await self.trail.append(
                         replace(
                             trail,
                             decision="executed",
@@ -360,8 +359,7 @@ class Gate:
             result = result.model_copy(update={"steps": recorder.steps})
         outcome: Status = "succeeded" if result.succeeded else "failed"
         await self._set_status(approval.id, "executing", outcome, result.summary[:500])
-        await append(
-            self.services.state_db,
+        await self.trail.append(
             replace(
                 trail,
                 decision="executed",
@@ -396,8 +394,7 @@ class Gate:
             if approval is None:
                 continue
             found.append(approval)
-            await append(
-                self.services.state_db,
+            await self.trail.append(
                 replace(
                     self._entry_for(approval, approval.requester),
                     decision="interrupted",
@@ -462,8 +459,7 @@ class Gate:
     ) -> None:
         self.services.metrics.gate_refusals.labels(reason).inc()
         try:
-            await append(
-                self.services.state_db,
+            await self.trail.append(
                 replace(
                     trail, decision="refused", outcome=reason, details={**trail.details, "message": message}
                 ),

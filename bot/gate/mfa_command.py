@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 import qrcode
 
-from adapters.postgres import PostgresAdapter
-from bot.gate.audit_trail import TrailEntry, append
+from bot.gate.audit_trail import AuditTrail, TrailEntry
 from bot.gate.authz import Authorizer
 from bot.gate.mfa import MfaService
 from bot.observability import BotMetrics
@@ -51,19 +50,18 @@ class MfaCommand:
 
     mfa: MfaService
     authorizer: Authorizer
-    state_db: PostgresAdapter
+    trail: AuditTrail
     metrics: BotMetrics
 
     async def run(self, user: str, tokens: list[str], now: datetime | None = None) -> MfaAnswer:
         """Run one /mfa subcommand for `user`; every change is written to the audit trail."""
         args = Arguments.parse(tokens, MFA_USAGE)
         action = args.next_positional("a subcommand (enroll, confirm, status, reset)")
-        state_db = self.state_db
         now = now or datetime.now(UTC)
         if action == "enroll":
             args.done()
             enrollment = await self.mfa.enroll(user)
-            await append(state_db, TrailEntry(action="MFA_ENROLL", decision="started", actor=user))
+            await self.trail.append(TrailEntry(action="MFA_ENROLL", decision="started", actor=user))
             next_step = "Then run `/mfa confirm <code>` with the code your authenticator shows."
             text = (
                 "Scan this QR code with your authenticator app (or add this URI by hand).\n"
@@ -74,8 +72,7 @@ class MfaCommand:
             code = args.next_positional("the 6-digit code")
             args.done()
             verification = await self.mfa.verify(user, code, now, confirming=True)
-            await append(
-                state_db,
+            await self.trail.append(
                 TrailEntry(
                     action="MFA_CONFIRM" if verification.accepted else "MFA_CHALLENGE_FAILED",
                     decision="accepted" if verification.accepted else "refused",
@@ -107,16 +104,14 @@ class MfaCommand:
             target = parse_user(args.next_positional("the user to reset"))
             args.done()
             if not await self.authorizer.allowed(user, "mfa_admin"):
-                await append(
-                    state_db,
+                await self.trail.append(
                     TrailEntry(
                         action="MFA_RESET", decision="refused", actor=user, details={"target": target}
                     ),
                 )
                 raise UsageError("only MFA administrators can reset an enrollment", MFA_USAGE)
             removed = await self.mfa.reset(target)
-            await append(
-                state_db,
+            await self.trail.append(
                 TrailEntry(
                     action="MFA_RESET",
                     decision="done" if removed else "nothing",

@@ -25,11 +25,23 @@ POST_BURST = 3
 
 
 class ChannelPacer:
-    """Keep posts to one channel to about one a second, allowing a short burst (per process)."""
+    """Keep posts to one channel to about one a second, allowing a short burst (per process).
 
-    def __init__(self, interval: float = POST_INTERVAL_SECONDS, burst: int = POST_BURST) -> None:
+    `clock` and `sleep` are time.monotonic and asyncio.sleep; tests pass a clock of their own.
+    """
+
+    def __init__(
+        self,
+        interval: float = POST_INTERVAL_SECONDS,
+        burst: int = POST_BURST,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.interval = interval
         self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Token bucket per channel: (tokens left, when last counted).
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -37,12 +49,12 @@ class ChannelPacer:
     async def wait_turn(self, channel: str) -> None:
         """Return when a post to `channel` may go out."""
         async with self._locks[channel]:
-            now = time.monotonic()
+            now = self._clock()
             tokens, since = self._buckets.get(channel, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - since) / self.interval)
             if tokens < 1:
-                await asyncio.sleep((1 - tokens) * self.interval)
-                tokens, now = 1.0, time.monotonic()
+                await self._sleep((1 - tokens) * self.interval)
+                tokens, now = 1.0, self._clock()
             self._buckets[channel] = (tokens - 1, now)
 
 

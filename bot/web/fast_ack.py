@@ -21,17 +21,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot.observability import BotMetrics
-from bot.web.replay import GuardUnavailable, ReplayGuard
+from bot.registry import read_only
+from bot.web.replay import UNAVAILABLE_ANSWER, GuardUnavailable, ReplayGuard
 from bot.web.slack_requests import Refusal, read_body, verify
 
 log = structlog.get_logger("chatops.fast_ack")
 
 # Interaction types whose ack carries nothing the user waits for.
 _FIRE_AND_FORGET = {"command", "block_actions"}
-_UNAVAILABLE = (
-    "The bot cannot tell whether this request was already run (its own database does not answer),"
-    " so it ran nothing. From a terminal: `chatops <command>`."
-)
 
 
 class FastAck:
@@ -74,9 +71,13 @@ class FastAck:
             first = await self.guard.first_time(verified.once_key)
         except GuardUnavailable as error:
             log.error("replay_guard_unavailable", error=str(error))
-            if verified.kind == "command":  # the ack's text reaches the caller, and only them
-                return JSONResponse({"response_type": "ephemeral", "text": _UNAVAILABLE})
-            return JSONResponse({"error": "unavailable"}, status_code=503)
+            command = verified.form.get("command", "")
+            if verified.kind == "command" and read_only(command, verified.form.get("text", "")):
+                first = True  # a read changes nothing if run twice: the on-call still gets answers
+            elif verified.kind == "command":  # the ack's text reaches the caller, and only them
+                return JSONResponse({"response_type": "ephemeral", "text": UNAVAILABLE_ANSWER})
+            else:
+                return JSONResponse({"error": "unavailable"}, status_code=503)
         if not first:
             if verified.retry:
                 # Slack's own retry of a delivery already taken: answered, not run again.

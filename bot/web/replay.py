@@ -20,6 +20,11 @@ log = structlog.get_logger("chatops.replay")
 # retries within the hour.
 KEEP_SECONDS = 3600
 _CLEAN_EVERY = 500
+# What the caller hears when a command that would change something cannot be checked.
+UNAVAILABLE_ANSWER = (
+    "The bot cannot tell whether this request was already run (its own database does not answer),"
+    " so it changed nothing; commands that only read still work. From a terminal: `chatops <command>`."
+)
 _INSERT = """INSERT INTO request_receipts (key) SELECT DISTINCT unnest($1::text[])
              ON CONFLICT (key) DO NOTHING RETURNING key"""
 

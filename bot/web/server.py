@@ -19,9 +19,10 @@ from starlette.routing import Route
 
 from bot.config import Settings
 from bot.listeners.app import build_slack_app
+from bot.render.common import escape
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
-from bot.state import migrate
+from bot.state import migrate, runtime_role
 from bot.web.alerts import alerts_endpoint
 from bot.web.fast_ack import FastAck
 from bot.web.replay import ReplayGuard
@@ -83,7 +84,9 @@ async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
     runtime = Runtime.build(settings)
     services = runtime.services
     try:
-        applied = await asyncio.wait_for(migrate(services.state_db), timeout=30)
+        applied = await asyncio.wait_for(
+            migrate(services.migrations_db(), runtime_role(settings)), timeout=30
+        )
         log.info("state_db_migrated", applied=applied)
     except Exception as error:
         # The bot still starts: /health will say the state database is down.
@@ -109,10 +112,12 @@ async def report_interrupted(runtime: Runtime) -> None:
         log.warning("operation_interrupted", approval=str(approval.id), command=approval.command, steps=done)
         if runtime.slack_client is None or not approval.channel_id:
             continue
-        command = f"/{approval.command} {' '.join(approval.arguments)}"
+        # The arguments are as typed and the steps' names the runner's: text, never mentions.
+        command = escape(f"/{approval.command} {' '.join(approval.arguments)}")
+        known = escape("; ".join(done)) or "none started"
         text = (
             f":warning: The bot stopped while `{command}` was running."
-            f" Last known steps: {'; '.join(done) or 'none started'}. Check the state before retrying."
+            f" Last known steps: {known}. Check the state before retrying."
         )
         try:
             await runtime.slack_client.chat_postMessage(

@@ -1,73 +1,25 @@
 """Each real service stopped under a running bot: the bot says what failed, then recovers by itself.
 
-Named to run last: it stops the machine's own PostgreSQL and Redis for a few seconds, which
-every other test needs.
+Marked `stops_services`: it stops the machine's own PostgreSQL and Redis for a few seconds, which
+every other test needs, so tests/conftest.py runs it after every test that is not marked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import glob
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-import redis
 
-from bot.gate import audit_trail
 from sandbox import manager
 from sandbox.manager import SandboxStatus
 from tests.conftest import make_settings
 from tests.fakes import FakeSlack
+from tests.local_services import start_postgres, start_redis, stop_postgres, stop_redis
 from tests.test_slack_app import block_text, post_command, running_bot
 
-
-def _cluster() -> tuple[str, str]:
-    version = sorted(Path("/etc/postgresql").iterdir())[-1].name
-    return version, "main"
-
-
-def _run(*command: str) -> None:
-    subprocess.run(command, check=True, timeout=60, capture_output=True)
-
-
-def stop_postgres() -> None:
-    _run("pg_ctlcluster", "--skip-systemctl-redirect", *_cluster(), "stop", "-m", "fast")
-
-
-def start_postgres() -> None:
-    _run("pg_ctlcluster", "--skip-systemctl-redirect", *_cluster(), "start")
-    _wait(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], timeout=10).returncode == 0)
-
-
-def stop_redis() -> None:
-    # The connection closes as the server goes down.
-    with contextlib.suppress(redis.ConnectionError):
-        redis.Redis(socket_timeout=2).shutdown(nosave=True)
-
-
-def start_redis() -> None:
-    # The machine's own start command (see the environment notes), unchanged.
-    log = "/var/log/redis/ci.log" if glob.glob("/var/log/redis") else "/tmp/redis-ci.log"
-    _run(
-        "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-        "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", log,
-    )  # fmt: skip
-    _wait(lambda: redis.Redis(socket_timeout=1).ping())
-
-
-def _wait(ready: Callable[[], object], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # not up yet: any error means "try again"
-            if ready():
-                return
-        time.sleep(0.2)
-    raise AssertionError("service did not come back")
-
+pytestmark = pytest.mark.stops_services
 
 SETTINGS = make_settings()
 SERVICES: dict[str, tuple[Callable[[], object], Callable[[], object], set[str]]] = {
@@ -115,4 +67,4 @@ async def test_a_stopped_service_is_named_and_the_bot_recovers_without_a_restart
             after = await health_text(url, fake_slack)
         assert "Health: HEALTHY" in after, after
         # Nothing the bot keeps was corrupted on the way.
-        assert (await audit_trail.verify(runtime.services.state_db)).ok
+        assert (await runtime.trail.verify()).ok
