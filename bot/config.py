@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     audit_export_slack_max_bytes: int = Field(default=50_000_000, ge=1024, le=1_000_000_000)
     # Where a Slack export waits on disk until it is uploaded (none: the system's temp directory).
     audit_export_spool_dir: Path | None = None
+    # Expensive reads and the role they need (viewer, responder or operator): any PromQL other than
+    # the named graphs (5xx, p95, a PromQL check id of the triage checklist), and an export whose
+    # limit= (default audit_export_max_rows) is above audit_export_large_rows.
+    promql_role: str = Field(default="responder", pattern=r"^(viewer|responder|operator)$")
+    audit_export_large_rows: int = Field(default=10_000, ge=0, le=100_000_000)
+    audit_export_large_role: str = Field(default="responder", pattern=r"^(viewer|responder|operator)$")
 
     # /rollback and /restart: the backend's image repository, which of its tags are versions, the
     # environment variables `/rollback flag` may change, and how long each step may take.

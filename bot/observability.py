@@ -12,6 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 def configure_logging(level: str = "INFO") -> None:
     """Log structured JSON lines to stderr; the request id comes from contextvars."""
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    # At DEBUG the Slack SDK logs request bodies (an enrollment's seed, tokens): never below INFO.
+    for name in ("slack_sdk", "slack_bolt"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

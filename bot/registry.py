@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bot.config import Settings
 from bot.gate.authz import Role
 from bot.invocation import Invocation
 from bot.render import audit as audit_render
@@ -60,10 +61,37 @@ class CommandSpec:
     tokenize: Callable[[str], list[str]] = tokenize
     # The role one invocation needs when it depends on the arguments (reading versus changing).
     role_for: Callable[[list[str]], Role] | None = None
+    # A read that costs (any PromQL, a large export) may need more, by the settings: that role and
+    # the sentence that says why, or None when this invocation is not such a read.
+    cost: Callable[[list[str], Settings], tuple[Role, str] | None] | None = None
 
     def required_role(self, tokens: list[str]) -> Role:
-        """Return the role this invocation needs."""
+        """Return the role this invocation needs to read or change what it asks, cost aside.
+
+        Authorising a caller takes `requirement()`, which adds what a costly read needs.
+        """
         return self.role_for(tokens) if self.role_for is not None else self.role
+
+    def requirement(self, tokens: list[str], settings: Settings) -> Requirement:
+        """Return the role this invocation needs, cost included, and what a caller without it hears."""
+        role = self.required_role(tokens)
+        refusal = f"you are not allowed to run /{self.name}"
+        costly = self.cost(tokens, settings) if self.cost is not None else None
+        if costly is not None and _RANK[costly[0]] > _RANK[role]:
+            return Requirement(costly[0], f"{refusal}: {costly[1]}")
+        return Requirement(role, refusal)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """The role one invocation needs, and what a caller without it is told."""
+
+    role: Role
+    refusal: str
+
+
+# Which of two roles asks more, when a costly read raises what its command needs.
+_RANK: dict[Role, int] = {"viewer": 0, "responder": 1, "operator": 2, "mfa_admin": 3}
 
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -84,6 +112,7 @@ COMMANDS: dict[str, CommandSpec] = {
             run=audit_runner.run,
             slack=audit_render.slack,
             terminal=audit_render.terminal,
+            cost=audit_runner.expensive_read,
             # An export of a million rows streams for a while; each fetch has its own statement timeout.
             timeout_seconds=300.0,
         ),
@@ -171,6 +200,7 @@ COMMANDS: dict[str, CommandSpec] = {
             run=graph_runner.run,
             slack=graph_render.slack,
             terminal=graph_render.terminal,
+            cost=graph_runner.expensive_read,
             # PromQL quotes its label values: the text is kept whole, not split like a shell line.
             tokenize=graph.slack_tokens,
         ),
@@ -190,6 +220,7 @@ def read_only(command: str, text: str) -> bool:
     if spec is None:
         return False
     try:
+        # A costly read is still a read: its role is checked when it runs, as every command's is.
         return spec.required_role(spec.tokenize(text)) == "viewer" and not _proposes(spec, text)
     except Exception:  # a text the grammar refuses is not known to be a read
         return False

@@ -54,7 +54,7 @@ class Runtime:
             authorizer=authorizer,
             mfa=mfa,
             gate=gate,
-            mfa_command=MfaCommand(mfa, authorizer, trail, services.metrics),
+            mfa_command=MfaCommand(mfa, authorizer, trail, services.metrics, gate),
             trail=trail,
             slack_client=slack_client,
             in_flight=InFlight(services.metrics),

@@ -1,4 +1,7 @@
-"""`/audit export`: matching audit_log rows streamed through a server-side cursor into CSV or JSON."""
+"""`/audit export`: matching audit_log rows streamed through a server-side cursor into CSV or JSON.
+
+CSV cells that a spreadsheet would run as formulas are neutralised (a leading `'`, OWASP's advice).
+"""
 
 from __future__ import annotations
 
@@ -31,9 +34,29 @@ BATCH_ROWS = 5000
 _TIMESTAMP = """to_char(audit_log.timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
 
+# A spreadsheet takes a cell starting with one of these for a formula (OWASP, "CSV Injection"):
+# `=HYPERLINK(...)` in a username would run when an investigator opens the file. In CSV such a
+# text cell is written with a single quote first (`'=HYPERLINK(...)`), which spreadsheets show as
+# text; a reader that wants the stored value back drops that quote. JSON is written exactly.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS_SQL = (
+    "(" + ", ".join(f"E'{start.encode('unicode_escape').decode()}'" for start in FORMULA_STARTS) + ")"
+)
+CSV_NOTE = (
+    "Cells starting with = + - @, a tab or a carriage return begin with ' in this CSV, so that no"
+    " spreadsheet runs them as formulas; JSON keeps every value exact."
+)
+
+
+def _neutralised(expression: str, guard: str = "") -> str:
+    """The text, with a single quote before it when it starts like a formula."""
+    starts = f"{guard}left({expression}, 1) IN {_FORMULA_STARTS_SQL}"
+    return f"CASE WHEN {starts} THEN '''' || {expression} ELSE {expression} END"
+
+
 def _quoted(expression: str) -> str:
     # Every non-NULL text is quoted and NULL is left empty, as COPY ... CSV FORCE_QUOTE writes it:
-    # the file keeps NULL apart from '' and loads back with COPY FROM unchanged.
+    # the file keeps NULL apart from '' and loads back with COPY FROM (a neutralised cell keeps its ').
     return f"""coalesce('"' || replace({expression}, '"', '""') || '"', '')"""
 
 
@@ -43,11 +66,13 @@ _LINE = {
         _quoted(expression)
         for expression in (
             _TIMESTAMP,
-            "action",
-            "user_id::text",
-            "username",
-            "abbrev(ip_address)",
-            "details::text",
+            _neutralised("action"),
+            _neutralised("user_id::text"),
+            _neutralised("username"),
+            _neutralised("abbrev(ip_address)"),
+            # Of JSON texts only a number's can start so (-1): the guard spares converting every
+            # (large) object twice more.
+            _neutralised("details::text", guard="jsonb_typeof(details) = 'number' AND "),
         )
     )
     + ")",
@@ -174,6 +199,7 @@ async def export(
         rows=rows,
         size_bytes=writer.bytes,
         truncated=truncated,
+        note=CSV_NOTE if request.format == "csv" else None,
         destination=destination,
         filename=export_filename(request, at),
         database=db.database,

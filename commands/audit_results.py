@@ -103,6 +103,8 @@ class AuditExport(CommandResult):
     rows: int
     size_bytes: int
     truncated: str | None = None
+    # What the file changes for its readers' safety (CSV: cells that would be formulas are quoted).
+    note: str | None = None
     destination: str
     filename: str
     database: str

@@ -30,9 +30,11 @@ class Plan(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Hash the state the plan depends on, with what it targets."""
+        """Hash everything execution reads (state, details) with what the plan says it will do."""
         canonical = json.dumps(
-            {"state": self.state, "target": self.target, "title": self.title}, sort_keys=True, default=str
+            {"state": self.state, "details": self.details, "target": self.target, "title": self.title},
+            sort_keys=True,
+            default=str,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -180,10 +180,19 @@ def named_targets(checklist: Checklist | None) -> dict[str, GraphTarget]:
     return found
 
 
+def is_named(text: str, checklist: Checklist | None) -> bool:
+    """Return whether `text` names a graph (5xx, p95, a PromQL check id) rather than being PromQL."""
+    return _key(text) in named_targets(checklist)
+
+
+def _key(text: str) -> str:
+    return ALIASES.get(text.lower(), text.lower())
+
+
 def resolve(text: str, checklist: Checklist | None, unit: Unit | None = None) -> GraphTarget:
     """Return the named check `text` (an id or alias) or else `text` as a PromQL expression."""
     named = named_targets(checklist)
-    key = ALIASES.get(text.lower(), text.lower())
+    key = _key(text)
     if key in named:
         target = named[key]
         return target.model_copy(update={"unit": unit}) if unit is not None else target

@@ -1,8 +1,8 @@
 """`/incident`: declare an incident and run it — updates, notes, severity, commander, resolution.
 
 Free text (titles, updates, notes, summaries) is taken as typed: apostrophes and `=` signs in it are
-text, not grammar. Only `sev=`/`force=` after a title, and a leading `inc=N` / `channel=C…`, are
-options.
+text, not grammar. Only `sev=`/`force=` after a title, and `inc=N` / `channel=C…` before the action
+(or after it, for the actions without free text: sev, commander, timeline, contacts), are options.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from commands.base import CommandResult, UsageError
 USAGE = (
     "/incident declare <title> [sev=P1..P4] | update [graph=yes] <text> | note <text> | sev <P1..P4>"
     " | commander <@user> | resolve [summary] | timeline | contacts"
-    "  (before the action: inc=<number> for another incident, channel=<id> from the terminal)"
+    "  (inc=<number> for another incident of this channel, channel=<id> from the terminal:"
+    " before the action, or last after sev, commander, timeline, contacts)"
 )
 DEFAULT_SEVERITY: Severity = "P3"
 # Only as the first word of an update, so that free text with "graph=" in it stays text.
@@ -45,12 +46,17 @@ _ACTIONS: tuple[Action, ...] = (
 )
 _ALIASES: dict[str, Action] = {"severity": "sev", "ic": "commander", "close": "resolve"}
 _LEADING = re.compile(r"^(inc|incident|channel)=(\S+)$")
+# Actions without free text, whose `inc=` / `channel=` may also come last.
+_FIXED_ARGUMENTS: frozenset[Action] = frozenset({"sev", "commander", "timeline", "contacts"})
 _DECLARE_OPTION = re.compile(r"^(sev|severity|force)=(\S*)$", re.IGNORECASE)
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{6,}$")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 
 UserResolver = Callable[[str], Awaitable[str | None]]
+# Whether the caller may act on what lives in a channel (its incidents): given by the bot for Slack,
+# where an incident answers only in its own channel; None (the terminal) allows every channel.
+ChannelAccess = Callable[[str], Awaitable[bool]]
 
 
 class Contact(BaseModel):
@@ -134,17 +140,10 @@ def parse(tokens: list[str]) -> IncidentArgs:
     """Read the action and its free text; tokens may be argv words or [action, raw text]."""
     # The text as typed: argv words re-joined, or the raw Slack text kept whole.
     rest = " ".join(tokens).strip()
-    incident_id: int | None = None
-    channel_id: str | None = None
+    options: dict[str, str] = {}
     word, rest = _first_word(rest)
     while (match := _LEADING.match(word)) is not None:
-        key, value = match.groups()
-        if key == "channel":
-            if not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
-                raise UsageError(f"`{value[:40]}` is not a Slack channel id (C…)", USAGE)
-            channel_id = value
-        else:
-            incident_id = parse_incident_ref(value)
+        _take_option(options, *match.groups())
         word, rest = _first_word(rest)
     if not word:
         raise UsageError(
@@ -154,7 +153,18 @@ def parse(tokens: list[str]) -> IncidentArgs:
     action = _ALIASES.get(verb, verb)
     if action not in _ACTIONS:
         raise UsageError(f"unknown action `{word[:40]}`", USAGE)
-    args = IncidentArgs(action=action, incident_id=incident_id, channel_id=channel_id)
+    if action in _FIXED_ARGUMENTS:
+        # No free text to take them from: `timeline inc=3` reads as `inc=3 timeline`.
+        words = rest.split()
+        while words and (match := _LEADING.match(words[-1])) is not None:
+            _take_option(options, *match.groups())
+            words.pop()
+        rest = " ".join(words)
+    args = IncidentArgs(
+        action=action,
+        incident_id=parse_incident_ref(options["inc"]) if "inc" in options else None,
+        channel_id=options.get("channel"),
+    )
     if action == "declare":
         return _parse_declare(rest, args)
     if action in ("update", "note"):
@@ -174,6 +184,16 @@ def parse(tokens: list[str]) -> IncidentArgs:
     elif rest:
         raise UsageError(f"{action} takes no arguments", USAGE)
     return args
+
+
+def _take_option(options: dict[str, str], key: str, value: str) -> None:
+    """Keep one `inc=` / `channel=` option, refusing the same one twice."""
+    key = "inc" if key == "incident" else key
+    if key == "channel" and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
+        raise UsageError(f"`{value[:40]}` is not a Slack channel id (C…)", USAGE)
+    if key in options and options[key] != value:
+        raise UsageError(f"give {key}= once", USAGE)
+    options[key] = value
 
 
 def _first_word(text: str) -> tuple[str, str]:
@@ -288,6 +308,12 @@ async def target(
     return await store.open_in(channel) if open_only else await store.latest_in(channel)
 
 
+async def check_access(incident: Incident, access: ChannelAccess | None) -> None:
+    """Refuse an incident of another channel unless `access` allows that channel (None: all do)."""
+    if access is not None and not await access(incident.channel_id):
+        raise UsageError(f"{incident.reference} belongs to another channel; run this there", USAGE)
+
+
 async def run(
     store: IncidentStore,
     args: IncidentArgs,
@@ -297,11 +323,20 @@ async def run(
     contacts: list[Contact],
     resolve_user: UserResolver | None = None,
     now: datetime | None = None,
+    access: ChannelAccess | None = None,
 ) -> IncidentResult:
-    """Carry out one `/incident` action against the incident record and its timeline."""
+    """Carry out one `/incident` action against the incident record and its timeline.
+
+    With `access`, an incident (or a `channel=`) of a channel it does not allow is refused before
+    anything is read or changed.
+    """
     now = now or datetime.now(UTC)
+    if args.channel_id is not None and access is not None and not await access(args.channel_id):
+        raise UsageError(f"channel={args.channel_id} is another channel; run this there", USAGE)
     if args.action == "contacts":
         incident = await _maybe_target(store, args, channel_id)
+        if incident is not None:
+            await check_access(incident, access)
         return IncidentResult(outcome="contacts", incident=incident, contacts=contacts, as_of=now)
     if args.action == "declare":
         channel = args.channel_id or channel_id
@@ -325,6 +360,7 @@ async def run(
         raise UsageError(
             "there is no open incident in this channel; declare one: /incident declare <title>", USAGE
         )
+    await check_access(incident, access)
     if args.action == "timeline":
         events = await store.events(incident.id)
         return IncidentResult(

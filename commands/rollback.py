@@ -610,6 +610,7 @@ async def execute(
     old_name = str(details["container_name"])
     kept = str(details["kept_name"])
     image = str(details["image"])
+    target_image_id = str(details["target_image_id"])
     env: dict[str, str | None] = dict(details.get("env") or {})
     stop_timeout = int(details["stop_timeout"])
     target = str(details.get("outcome") or image)
@@ -653,7 +654,8 @@ async def execute(
         source = image if image.startswith(config.image) else "the same image"
         step = f"create the new container from {source}"
         await progress.step(step, "running")
-        new = await engine.create_like(old_id, image, old_name, env, timeout)
+        # From the image id the plan showed, never from a tag that may have moved since.
+        new = await engine.create_like(old_id, target_image_id, old_name, env, timeout)
         swap.new_id = new.id
         await progress.step(step, "done", new.short_id)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 from bot.gate.mfa import code_at
 from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW, TOTP_BLOCK
+from bot.render.mfa import CODE_BLOCK, ENROLL_VIEW, RESET_VIEW
 from bot.runtime import Runtime
 from tests.conftest import SIGNING_SECRET, recreate_database
 from tests.fakes import (
@@ -168,31 +170,65 @@ async def test_cancel_replaces_the_plan(fake_slack: FakeSlack) -> None:
         assert "Cancelled by <@U0ONCALL01>; nothing was changed." in block_text(update.params["blocks"])
 
 
-async def test_mfa_enroll_goes_to_a_dm_with_a_qr_code_and_confirms(fake_slack: FakeSlack) -> None:
+def strings_of(value: Any) -> str:
+    """Flatten a call's parameters to text, to look for a secret anywhere in them."""
+    return json.dumps(value, default=str)
+
+
+def code_values(code: str) -> dict[str, dict[str, dict[str, Any]]]:
+    return {CODE_BLOCK: {"value": {"type": "plain_text_input", "value": code}}}
+
+
+async def test_mfa_enroll_shows_the_seed_once_in_a_modal_and_confirms_there(fake_slack: FakeSlack) -> None:
     dsn = await recreate_database("chatops_test_gate_slack")
     async with running_bot(fake_slack, state_database_url=dsn, secret_key=SECRET_KEY) as (url, runtime):
         await post_command(url, "/mfa", "enroll")
-        told = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
-        assert "I sent your enrollment to our DM" in told.params["text"]
-        dm_post = fake_slack.calls_to("chat.postMessage")[0]
-        assert dm_post.params["channel"].startswith("D")  # a DM, never the channel
-        uri = dm_post.params["text"].split("`")[1]
-        assert uri.startswith("otpauth://totp/chatops:U0ONCALL01?secret=")
-        completed = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=10)
-        assert completed.params["channel_id"].startswith("D")
-        png = next(iter(fake_slack.files.values())).content
-        assert png.startswith(b"\x89PNG")
-        seed = pyotp.parse_uri(uri).secret
-        # The seed is stored encrypted, and never posted anywhere but the DM.
-        for call in fake_slack.calls:
-            if call.params.get("channel") == CHANNEL:
-                assert seed not in str(call.params)
-
-        fake_slack.reset()
-        await post_command(url, "/mfa", f"confirm {pyotp.TOTP(seed).at(time.time())}")
-        confirmed = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
-        assert "MFA enrolled" in confirmed.params["text"]
+        opened = await fake_slack.wait_for_call_async("views.open", timeout=10)
+        view = opened.params["view"]
+        assert view["callback_id"] == ENROLL_VIEW
+        shown = block_text(view["blocks"])
+        key = re.search(r"`([A-Z2-7 ]{32,})`", shown)
+        assert key is not None and "█" in shown  # the key to type, and the QR code drawn as text
+        seed = key.group(1).replace(" ", "")
+        # Kept nowhere in Slack: no DM, no message, no file; the key in no other call.
+        assert fake_slack.calls_to("conversations.open") == []
+        assert fake_slack.calls_to("chat.postMessage") == []
+        assert fake_slack.calls_to("files.getUploadURLExternal") == [] and fake_slack.files == {}
+        carrying = [
+            call.method
+            for call in fake_slack.calls
+            if key.group(1) in strings_of(call.params) or seed in strings_of(call.params)
+        ]
+        assert carrying == ["views.open"]
+        wrong = await interact(url, view_submission_payload(ENROLL_VIEW, code_values("000000")))
+        assert wrong.json()["response_action"] == "errors"
+        assert not (await runtime.mfa.status(USER)).confirmed
+        right = await interact(url, view_submission_payload(ENROLL_VIEW, code_values(pyotp.TOTP(seed).now())))
+        assert right.json()["response_action"] == "update"
+        assert seed not in right.text  # the seed leaves the screen with the outcome
         assert (await runtime.mfa.status(USER)).confirmed
+
+
+async def test_without_a_modal_the_enrollment_is_ephemeral(fake_slack: FakeSlack) -> None:
+    dsn = await recreate_database("chatops_test_gate_slack")
+    fake_slack.fail("views.open", "expired_trigger_id")
+    async with running_bot(fake_slack, state_database_url=dsn, secret_key=SECRET_KEY) as (url, _):
+        await post_command(url, "/mfa", "enroll")
+        told = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+    assert told.params["user"] == USER and "Key (type it by hand" in block_text(told.params["blocks"])
+    assert fake_slack.calls_to("conversations.open") == [] and fake_slack.files == {}
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+
+async def test_an_enrollment_not_confirmed_in_time_expires(fake_slack: FakeSlack) -> None:
+    dsn = await recreate_database("chatops_test_gate_slack")
+    async with running_bot(fake_slack, state_database_url=dsn, secret_key=SECRET_KEY) as (_, runtime):
+        answer = await runtime.mfa_command.run(USER, ["enroll"])
+        assert answer.enrollment is not None
+        later = datetime.now(UTC) + timedelta(minutes=11)
+        late = await runtime.mfa_command.confirm(USER, code_at(answer.enrollment.secret, later), later)
+    assert not late.ok and "not confirmed within 10 minutes" in late.text
+    assert not (await runtime.mfa.status(USER)).enrolled
 
 
 @pytest.mark.usefixtures("redis")  # the drill's counter
@@ -240,8 +276,18 @@ async def test_operators_can_be_a_slack_user_group(fake_slack: FakeSlack) -> Non
 
 
 @pytest.mark.usefixtures("redis")  # the drill's counter
-async def test_only_mfa_administrators_reset_an_enrollment(fake_slack: FakeSlack) -> None:
-    async with gate_bot(fake_slack) as (url, runtime, _clock, _seeds):
+async def test_mfa_reset_needs_the_admins_own_code_and_tells_everyone(fake_slack: FakeSlack) -> None:
+    fake_slack.add_user(USER, "oncall")
+    fake_slack.add_user(OTHER, "other")
+    async with gate_bot(fake_slack) as (url, runtime, _clock, seeds):
+        # OTHER has a plan waiting for confirmation; it must not survive their reset.
+        body, headers = signed_slash_command_request(
+            SIGNING_SECRET, command="/drill", text="1", user_id=OTHER, channel_id=CHANNEL
+        )
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.post(f"{url}/slack/events", content=body, headers=headers)
+        plan = await fake_slack.wait_for_call_async("chat.postMessage", timeout=10)
+        # Not an administrator: refused. An administrator resetting themselves: refused.
         body, headers = signed_slash_command_request(
             SIGNING_SECRET, command="/mfa", text=f"reset <@{USER}|oncall>", user_id=OTHER, channel_id=CHANNEL
         )
@@ -249,9 +295,54 @@ async def test_only_mfa_administrators_reset_an_enrollment(fake_slack: FakeSlack
             await client.post(f"{url}/slack/events", content=body, headers=headers)
         refused = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
         assert "only MFA administrators" in refused.params["text"]
-        assert (await runtime.mfa.status(USER)).confirmed
         fake_slack.reset()
-        await post_command(url, "/mfa", f"reset <@{OTHER}|other>")  # USER is the administrator
-        done = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
-    assert "MFA enrollment of <@U0OTHER001> removed" in done.params["text"]
+        await post_command(url, "/mfa", "reset @oncall")
+        itself = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=10)
+        assert "nobody resets their own MFA" in itself.params["text"]
+        # `@other` as Slack sends it (should_escape: false): found by name, then the admin's own code.
+        fake_slack.reset()
+        await post_command(url, "/mfa", "reset @other")
+        opened = await fake_slack.wait_for_call_async("views.open", timeout=10)
+        modal = opened.params["view"]
+        assert modal["callback_id"] == RESET_VIEW and f"<@{OTHER}>" in block_text(modal["blocks"])
+        metadata = modal["private_metadata"]
+        wrong = await interact(
+            url, view_submission_payload(RESET_VIEW, code_values("000000"), private_metadata=metadata)
+        )
+        assert wrong.json()["response_action"] == "errors"
+        assert (await runtime.mfa.status(OTHER)).confirmed
+        code = pyotp.TOTP(seeds[USER]).now()
+        done = await interact(
+            url, view_submission_payload(RESET_VIEW, code_values(code), private_metadata=metadata)
+        )
+        assert done.json()["response_action"] == "update"
+        told = await fake_slack.wait_for_call_async(
+            "chat.postMessage", predicate=lambda call: str(call.params["channel"]).startswith("D"), timeout=10
+        )
+        said = await fake_slack.wait_for_call_async(
+            "chat.postMessage", predicate=lambda call: call.params["channel"] == CHANNEL, timeout=10
+        )
+        cancelled = await fake_slack.wait_for_call_async(
+            "chat.update", predicate=lambda call: call.params["ts"] == plan.response["ts"], timeout=10
+        )
+        async with runtime.services.state_db.connection() as conn:
+            statuses = [row["status"] for row in await conn.fetch("SELECT status FROM approvals")]
+            trail = [
+                (row["actor"], row["action"], row["decision"], row["outcome"])
+                for row in await conn.fetch(
+                    "SELECT actor, action, decision, outcome FROM audit_trail WHERE action IN"
+                    " ('MFA_RESET', 'drill') AND decision IN ('refused', 'done', 'cancelled') ORDER BY id"
+                )
+            ]
     assert not (await runtime.mfa.status(OTHER)).enrolled
+    assert "Your MFA enrollment was reset by <@U0ONCALL01>" in told.params["text"]
+    assert f"reset the MFA enrollment of <@{OTHER}>; 1 plan(s) of theirs cancelled" in said.params["text"]
+    assert "Cancelled" in block_text(cancelled.params["blocks"])
+    assert statuses == ["cancelled"]
+    assert trail == [
+        (OTHER, "MFA_RESET", "refused", "not_admin"),
+        (USER, "MFA_RESET", "refused", "self_reset"),
+        (USER, "MFA_RESET", "refused", "step_up_failed"),
+        (USER, "drill", "cancelled", "requester_reset"),
+        (USER, "MFA_RESET", "done", None),
+    ]

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from rich.console import Console
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -113,7 +114,8 @@ def test_user_text_is_escaped_for_mrkdwn() -> None:
 
 def test_summary_fallback_names_the_worst_findings() -> None:
     reply = slack(report([finding(1, "critical"), finding(2, "warn"), finding(3, "ok")]))
-    assert reply.main.text == "Triage: critical — Check 1 <b>&, Check 2 <b>&"
+    # The fallback text is mrkdwn too (notifications): the titles' markup arrives escaped.
+    assert reply.main.text == "Triage: critical — Check 1 &lt;b&gt;&amp;, Check 2 &lt;b&gt;&amp;"
 
 
 def entries(count: int, text: int = 200) -> list[LogEntry]:
@@ -175,8 +177,12 @@ def test_logs_reply_says_what_was_left_out() -> None:
     assert "No line matches." in json.dumps(empty.main.blocks) and empty.thread == []
 
 
+@pytest.mark.usefixtures("postgres")  # it looks for an open incident
 async def test_the_reply_posts_through_slack_with_the_evidence_in_its_thread(fake_slack: FakeSlack) -> None:
     fake_slack.add_channel("C0TRIAGE1", "incidents")
+    # Without a pacer (or a 429 retry) post_reply sends its messages at once, past Slack's burst
+    # for one channel; this test is about what is posted. Pacing and 429s: test_slack_fake.py.
+    fake_slack.set_rate_limits(False)
     client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.url, timeout=5)
     services = Services.build(make_settings())
     findings = [finding(index, "warn" if index < 25 else "ok", rows=20, cell=80) for index in range(30)]

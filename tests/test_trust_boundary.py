@@ -31,7 +31,9 @@ from tests.fakes.slack_requests import (
     sign,
     signed_interaction_request,
     signed_slash_command_request,
+    slash_command_form,
 )
+from tests.fakes.socket_mode import FakeSocketMode
 from tests.netutil import free_port
 
 pytestmark = pytest.mark.usefixtures("postgres")
@@ -403,3 +405,101 @@ async def test_outside_text_in_alerts_arrives_as_text(fake_slack: FakeSlack, sta
     # Still there for people to read, as text.
     assert any("&lt;!channel&gt;" in text for text in shown)
     assert any("&lt;@U0BOSS0001&gt;" in text for text in shown)
+
+
+# --- Socket Mode ----------------------------------------------------------------------------------
+# The bot dials Slack's websocket with SLACK_APP_TOKEN: no request reaching its port passes for
+# Slack, and an envelope delivered again (to this connection or another) is only acknowledged.
+
+APP_TOKEN = "xapp-1-A0CHATOPS1-1-trustboundary"
+
+
+@pytest.fixture
+def socket_slack() -> Iterator[tuple[FakeSlack, FakeSocketMode]]:
+    """The fake Web API (taking the app-level token too) and its Socket Mode server."""
+    with FakeSlack(tokens={BOT_TOKEN, APP_TOKEN}) as fake, FakeSocketMode(fake) as socket:
+        yield fake, socket
+        assert fake.violations == [], fake.violations
+
+
+@pytest.fixture
+def socket_bot(
+    socket_slack: tuple[FakeSlack, FakeSocketMode], state_dsn: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The bot in Socket Mode: an app-level token, no signing secret, no Alertmanager token.
+
+    `serve` waits for /healthz, which answers only once the websocket is connected.
+    """
+    fake, _ = socket_slack
+    with serve(fake, state_dsn, SLACK_APP_TOKEN=APP_TOKEN) as running:
+        yield running
+
+
+async def test_in_socket_mode_slack_events_is_not_served(
+    socket_bot: tuple[str, subprocess.Popen[str]], socket_slack: tuple[FakeSlack, FakeSocketMode]
+) -> None:
+    url, bot = socket_bot
+    fake, socket = socket_slack
+    body, headers = signed_slash_command_request(SIGNING_SECRET, command="/mfa", text="status")
+    click_body, click_headers = signed_interaction_request(
+        SIGNING_SECRET, block_actions_payload("gate_confirm", "not-an-approval-id", channel_id=CHANNEL)
+    )
+    notification = alert_notification("<!channel> everything is on fire", "", {}, "http://prometheus")
+    async with client() as http:
+        signed = await http.post(f"{url}/slack/events", content=body, headers=headers)
+        unsigned = await http.post(
+            f"{url}/slack/events", content=body, headers={"Content-Type": headers["Content-Type"]}
+        )
+        click = await http.post(f"{url}/slack/events", content=click_body, headers=click_headers)
+        healthz = await http.get(f"{url}/healthz")
+        metrics = await http.get(f"{url}/metrics")
+        alerts = await http.post(f"{url}/alerts", json=notification)
+    await settle(fake)
+    bot.terminate()
+    bot.wait(timeout=20)
+    log = startup_log(bot)
+    assert (signed.status_code, unsigned.status_code, click.status_code) == (404, 404, 404)
+    assert answers(fake) == [] and fake.calls_to("chat.postMessage") == []
+    assert fake.calls_to("views.open") == []
+    assert healthz.status_code == 200 and healthz.json() == {"status": "ok"}
+    assert metrics.status_code == 200 and "chatops_commands_total" in metrics.text
+    assert alerts.status_code == 401  # still served, still closed without a token
+    assert socket.connections_opened == 1
+    assert "socket_mode_connected" in log
+    assert "Socket Mode: /slack/events is not served" in log
+    assert "CHATOPS_ALERTMANAGER_TOKEN is not set" in log
+
+
+def _deduplicated(metrics: str) -> float:
+    match = re.search(r'^chatops_requests_deduplicated_total\{why="redelivered"\} (\S+)$', metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_in_socket_mode_an_envelope_runs_once_and_its_redeliveries_run_nothing(
+    socket_bot: tuple[str, subprocess.Popen[str]], socket_slack: tuple[FakeSlack, FakeSocketMode]
+) -> None:
+    url, _ = socket_bot
+    fake, socket = socket_slack
+    envelope = socket.send("slash_commands", slash_command_form("/mfa", "status", channel_id=CHANNEL))
+    ack = await socket.wait_for_ack_async(envelope, timeout=15)
+    await fake.wait_for_call_async("chat.postEphemeral", timeout=15)
+    # Slack's next attempt at the same request: a new envelope, the same payload.
+    retry = socket.resend(envelope)
+    again = await socket.wait_for_ack_async(retry, timeout=15)
+    # An ack lost on the way: Slack delivers that envelope again, on its own.
+    lost = socket.send(
+        "slash_commands",
+        slash_command_form("/mfa", "status", user_id="U0OTHER001", channel_id=CHANNEL),
+        lose_acks=1,
+        ack_timeout=2.0,
+    )
+    await socket.wait_until_done_async(lost, timeout=30)
+    await settle(fake)
+    async with client() as http:
+        metrics = (await http.get(f"{url}/metrics")).text
+    assert ack == {"envelope_id": envelope.envelope_id}
+    assert again == {"envelope_id": retry.envelope_id}  # acknowledged, nothing in it
+    assert len(lost.deliveries) >= 2
+    callers = sorted(str(call.params["user"]) for call in fake.calls_to("chat.postEphemeral"))
+    assert callers == ["U0ONCALL01", "U0OTHER001"]  # each answered once
+    assert _deduplicated(metrics) == 1 + len(lost.deliveries) - 1

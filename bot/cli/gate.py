@@ -11,11 +11,14 @@ import uuid
 
 from bot.config import Settings
 from bot.gate.gate import Approval, Refused
+from bot.gate.mfa_command import qr_text
 from bot.invocation import Invocation
-from bot.render.common import terminal_console
+from bot.render.common import plain, terminal_console
 from bot.render.gate import terminal_execution, terminal_plan
 from bot.render.steps import StepBars
 from bot.runtime import Runtime
+from bot.slack.gate_notices import announce_reset
+from bot.slack.incidents import user_resolver
 from bot.state import migrate_best_effort, runtime_role
 from commands.base import UsageError
 from commands.destructive import Proposal
@@ -135,16 +138,27 @@ async def _mfa(runtime: Runtime, user: str, tokens: list[str]) -> int:
                 "the code is read from the terminal, not from an argument: run `chatops mfa confirm`"
             )
         tokens = ["confirm", await _ask("TOTP code: ", secret=True)]
-    answer = await runtime.mfa_command.run(user, tokens)
-    print(answer.text.replace("`", ""))
-    if answer.qr_png is not None:
-        import qrcode
-
-        uri = answer.text.split("`")[1]
-        code = qrcode.QRCode(border=1)
-        code.add_data(uri)
-        code.print_ascii(tty=sys.stdout.isatty())
-    return EXIT_OK if not answer.text.startswith(":x:") else EXIT_NOT_DONE
+    client = runtime.slack_client
+    answer = await runtime.mfa_command.run(
+        user, tokens, resolve_user=user_resolver(client) if client is not None else None
+    )
+    print(plain(answer.text))
+    if answer.enrollment is not None:
+        print(qr_text(answer.enrollment.uri))
+        print(f"key: {answer.enrollment.secret}")
+        print(f"uri: {answer.enrollment.uri}")
+    if answer.reset_target is not None:
+        code = await _ask("Your own TOTP code: ", secret=True)
+        done = await runtime.mfa_command.reset(user, answer.reset_target, code)
+        print(
+            f"MFA enrollment of {done.target} {'removed' if done.removed else 'was not there'};"
+            f" {len(done.cancelled)} plan(s) of theirs cancelled"
+        )
+        if client is not None:
+            channel = runtime.services.settings.incident_channel
+            for problem in await announce_reset(client, runtime.services.state_db, done, user, channel):
+                print(f"chatops: {problem}", file=sys.stderr)
+    return EXIT_OK if answer.ok else EXIT_NOT_DONE
 
 
 async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool) -> int:

@@ -164,6 +164,13 @@ class AuditTrail:
         await self._anchor(count, row_id, digest)
         return row_id
 
+    async def append_quietly(self, entry: TrailEntry) -> None:
+        """Append, logging instead of raising: a refusal stands even when it cannot be written down."""
+        try:
+            await self.append(entry)
+        except Exception as error:
+            log.error("audit_trail_write_failed", action=entry.action, error=type(error).__name__)
+
     async def _insert(self, conn: asyncpg.Connection, entry: TrailEntry) -> tuple[int, int, str]:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _APPEND_LOCK)
         last = await conn.fetchrow("SELECT hash, seq FROM audit_trail ORDER BY seq DESC LIMIT 1")

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal, NoReturn, Protocol
 
 import structlog
 
@@ -247,7 +247,10 @@ class Gate:
         if first and approval.typed_word and (typed_word or "").strip() != approval.typed_word:
             await self._refuse(trail, "typed_word", f"type {approval.typed_word} exactly to confirm")
         now = self.clock()
-        verification = await self.mfa.verify(user, code, now)
+        try:
+            verification = await self.mfa.verify(user, code, now)
+        except MfaUnavailable as error:
+            await self._refuse(trail, "mfa_unavailable", str(error))
         if not verification.accepted:
             self.services.metrics.mfa_failures.labels(verification.outcome).inc()
             await self.trail.append(
@@ -299,6 +302,31 @@ class Gate:
         await self.trail.append(replace(trail, decision="cancelled"))
         return approval
 
+    async def cancel_plans_of(self, requester: str, actor: str, reason: str) -> list[Approval]:
+        """Cancel every plan of `requester` still waiting for a confirmation; return them."""
+        async with self.services.state_db.connection() as conn:
+            rows = await conn.fetch(
+                """UPDATE approvals SET status = 'cancelled', status_reason = $2, updated_at = now()
+                   WHERE requester = $1 AND status IN ('pending', 'awaiting_second') RETURNING id""",
+                requester,
+                reason[:200],
+            )
+        cancelled = []
+        for row in rows:
+            approval = await self.load(row["id"])
+            if approval is None:
+                continue
+            cancelled.append(approval)
+            await self.trail.append(
+                replace(
+                    self._entry_for(approval, actor),
+                    decision="cancelled",
+                    outcome="requester_reset",
+                    details={"approval": str(approval.id), "reason": reason},
+                )
+            )
+        return cancelled
+
     # --- Executing --------------------------------------------------------------------------------
 
     async def execute(self, approval: Approval, publish: Publisher) -> Execution:
@@ -322,7 +350,13 @@ class Gate:
                     channel_id=approval.channel_id,
                 )
                 fresh = await spec.run(self.services, approval.arguments, invocation)
-                if not isinstance(fresh, Proposal) or fresh.plan.fingerprint() != approval.plan_fingerprint:
+                # The plan made again now must be the one shown, and the stored plan must not have been
+                # edited since (its own fingerprint): execution then runs on the plan made just now.
+                if (
+                    not isinstance(fresh, Proposal)
+                    or fresh.plan.fingerprint() != approval.plan_fingerprint
+                    or approval.plan.fingerprint() != approval.plan_fingerprint
+                ):
                     await self._set_status(approval.id, "approved", "refused", "plan changed")
                     await self._refuse(
                         trail,
@@ -330,11 +364,17 @@ class Gate:
                         "things changed since the plan was shown; here is a new plan",
                         new_plan=fresh if isinstance(fresh, Proposal) else None,
                     )
-                await self._set_status(approval.id, "approved", "executing", f"lock token {lease.token}")
+                if not await self._set_status(
+                    approval.id, "approved", "executing", f"lock token {lease.token}"
+                ):
+                    # Cancelled, expired or taken by another executor since it was approved.
+                    current = await self.load(approval.id)
+                    status = current.status if current is not None else "gone"
+                    await self._refuse(trail, "already_handled", f"this request is {status}, not approved")
                 recorder = StepRecorder(self._saving(approval.id, publish))
                 fenced = FencedProgress(recorder, self.lock, lease)
                 try:
-                    result = await spec.execute(self.services, approval.plan, fenced)
+                    result = await spec.execute(self.services, fresh.plan, fenced)
                 except Exception as error:
                     await self._set_status(approval.id, "executing", "failed", type(error).__name__)
                     await self.trail.append(
@@ -456,16 +496,11 @@ class Gate:
 
     async def _refuse(
         self, trail: TrailEntry, reason: str, message: str, new_plan: Proposal | None = None
-    ) -> None:
+    ) -> NoReturn:
         self.services.metrics.gate_refusals.labels(reason).inc()
-        try:
-            await self.trail.append(
-                replace(
-                    trail, decision="refused", outcome=reason, details={**trail.details, "message": message}
-                ),
-            )
-        except Exception as error:  # the refusal stands even if it cannot be written down
-            log.error("audit_trail_write_failed", error=type(error).__name__)
+        await self.trail.append_quietly(
+            replace(trail, decision="refused", outcome=reason, details={**trail.details, "message": message})
+        )
         raise Refused(reason, message, new_plan)
 
     def _entry(self, command: str, arguments: list[str], invocation: Invocation) -> TrailEntry:

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import asyncpg
@@ -24,7 +24,11 @@ BASE_LOCKOUT = timedelta(seconds=30)
 MAX_LOCKOUT = timedelta(hours=1)
 ISSUER = "chatops"
 
-Outcome = Literal["accepted", "wrong_code", "replayed", "locked_out", "not_enrolled", "malformed"]
+# An enrollment not confirmed within this long is dropped: its seed was shown once and may linger
+# on a screen, so it must not stay usable.
+ENROLLMENT_TTL = timedelta(minutes=10)
+
+Outcome = Literal["accepted", "wrong_code", "replayed", "locked_out", "not_enrolled", "malformed", "expired"]
 
 
 class MfaUnavailable(Exception):
@@ -71,6 +75,29 @@ def _fernet(secret_key: str) -> Fernet:
     # Any length of key works: it is stretched to the 32 bytes Fernet needs.
     digest = hashlib.sha256(b"chatops-mfa-v1" + secret_key.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
+
+
+_SEED_FORMAT = b"chatops-mfa-seed-v2"
+
+
+def _bind(user_id: str, secret: str) -> bytes:
+    """Seal a seed together with its owner: copied into another user's row, it is refused."""
+    return b"\n".join([_SEED_FORMAT, user_id.encode(), secret.encode()])
+
+
+def _unbind(user_id: str, plain: bytes) -> str:
+    """Return the seed if it was sealed for `user_id`; raise MfaUnavailable otherwise."""
+    parts = plain.split(b"\n")
+    if len(parts) != 3 or parts[0] != _SEED_FORMAT:
+        raise MfaUnavailable(
+            "this enrollment predates seeds bound to their user: ask an MFA administrator to reset it"
+        )
+    if parts[1].decode() != user_id:
+        raise MfaUnavailable(
+            "the TOTP seed stored for you belongs to another user (copied in the database?):"
+            " refused; ask an MFA administrator to reset your enrollment"
+        )
+    return parts[2].decode()
 
 
 def time_step(at: datetime) -> int:
@@ -129,7 +156,7 @@ class MfaService:
                        created_at = now(), last_used_step = 0, consecutive_failures = 0,
                        locked_until = NULL""",
                 user_id,
-                cipher.encrypt(secret.encode()),
+                cipher.encrypt(_bind(user_id, secret)),
             )
         uri = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(
             name=account_name or user_id, issuer_name=ISSUER
@@ -149,6 +176,13 @@ class MfaService:
             row = await conn.fetchrow("SELECT * FROM mfa_enrollments WHERE user_id = $1 FOR UPDATE", user_id)
             if row is None or (row["confirmed_at"] is None and not confirming):
                 return Verification("not_enrolled", "you are not enrolled in MFA: run /mfa enroll first")
+            if row["confirmed_at"] is None and row["created_at"] + ENROLLMENT_TTL < now:
+                await conn.execute("DELETE FROM mfa_enrollments WHERE user_id = $1", user_id)
+                minutes = int(ENROLLMENT_TTL.total_seconds() // 60)
+                return Verification(
+                    "expired",
+                    f"that enrollment was not confirmed within {minutes} minutes: run /mfa enroll again",
+                )
             if row["locked_until"] is not None and row["locked_until"] > now:
                 return Verification(
                     "locked_out",
@@ -157,7 +191,7 @@ class MfaService:
                     locked_until=row["locked_until"],
                 )
             try:
-                secret = cipher.decrypt(bytes(row["secret_encrypted"])).decode()
+                secret = _unbind(user_id, cipher.decrypt(bytes(row["secret_encrypted"])))
             except InvalidToken:
                 raise MfaUnavailable(
                     "the TOTP seed cannot be decrypted: CHATOPS_SECRET_KEY changed?"
@@ -208,6 +242,8 @@ class MfaService:
             row = await conn.fetchrow("SELECT * FROM mfa_enrollments WHERE user_id = $1", user_id)
         if row is None:
             return MfaStatus(user_id, False, False, 0, None)
+        if row["confirmed_at"] is None and row["created_at"] + ENROLLMENT_TTL < datetime.now(UTC):
+            return MfaStatus(user_id, False, False, 0, None)  # expired: as if never started
         return MfaStatus(
             user_id, True, row["confirmed_at"] is not None, row["consecutive_failures"], row["locked_until"]
         )

@@ -1,91 +1,102 @@
-"""`/mfa enroll | confirm <code> | status | reset <user>`: answered only to the person who asks."""
+"""`/mfa enroll | confirm <code> | status | reset @user`: answered only to the person who asks.
+
+The seed is shown once, where Slack keeps nothing: a modal (or an ephemeral message), with the QR
+code drawn as text. Never a DM, never a file: a hijacked Slack session must not find both factors.
+"""
 
 from __future__ import annotations
 
-import io
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import qrcode
 
 from bot.gate.audit_trail import AuditTrail, TrailEntry
 from bot.gate.authz import Authorizer
-from bot.gate.mfa import MfaService
+from bot.gate.gate import Approval, Gate
+from bot.gate.mfa import Enrollment, MfaService, MfaUnavailable
 from bot.observability import BotMetrics
 from commands.base import Arguments, UsageError
+from commands.incident import UserResolver, is_user_id, normalize_person
 
-MFA_USAGE = "/mfa enroll | confirm <6-digit code> | status | reset <@user>"
-_USER_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^([UW][A-Z0-9]{2,})$")
+MFA_USAGE = "/mfa enroll | confirm <6-digit code> | status | reset @user"
 
 
 @dataclass(frozen=True)
 class MfaAnswer:
-    """What to tell the user; a QR code only for enrollment."""
+    """What to tell the user, and what the caller must still ask or show."""
 
     text: str
-    qr_png: bytes | None = None
-    next_step: str = ""
+    ok: bool = True
+    # The new seed: shown once, only where Slack does not keep it.
+    enrollment: Enrollment | None = None
+    # A reset that waits for the administrator's own code (asked in a modal or at the terminal).
+    reset_target: str | None = None
 
 
-def qr_png(uri: str) -> bytes:
-    """Render an otpauth URI as a PNG QR code."""
-    image = qrcode.make(uri)
-    buffer = io.BytesIO()
-    image.save(buffer)
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class ResetDone:
+    """A reset carried out: whose, and the plans of theirs that were cancelled with it."""
+
+    target: str
+    removed: bool
+    cancelled: list[Approval] = field(default_factory=list)
 
 
-def parse_user(text: str) -> str:
-    """Read a Slack user mention (<@U123|name>) or a bare user id."""
-    match = _USER_MENTION.match(text.strip())
-    if not match:
-        raise UsageError(f"`{text[:40]}` is not a Slack user (mention them: @name)", MFA_USAGE)
-    return match.group(1) or match.group(2)
+def qr_text(uri: str) -> str:
+    """Draw an otpauth URI as a QR code in text (two rows of modules per line), for a code block."""
+    code = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_L)
+    code.add_data(uri)
+    code.make(fit=True)
+    matrix = code.get_matrix()
+    if len(matrix) % 2:
+        matrix.append([False] * len(matrix[0]))
+    glyphs = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): " "}
+    # Dark modules on a light background read best inverted in Slack's dark code blocks: draw light.
+    return "\n".join(
+        "".join(glyphs[(not top, not bottom)] for top, bottom in zip(upper, lower, strict=True))
+        for upper, lower in zip(matrix[::2], matrix[1::2], strict=True)
+    )
 
 
 @dataclass(frozen=True)
 class MfaCommand:
-    """`/mfa`, bound to the MFA service, the roles and the audit trail (built once, in the runtime)."""
+    """`/mfa`, bound to the MFA service, the roles, the gate and the audit trail (built once)."""
 
     mfa: MfaService
     authorizer: Authorizer
     trail: AuditTrail
     metrics: BotMetrics
+    gate: Gate
 
-    async def run(self, user: str, tokens: list[str], now: datetime | None = None) -> MfaAnswer:
+    async def run(
+        self,
+        user: str,
+        tokens: list[str],
+        now: datetime | None = None,
+        resolve_user: UserResolver | None = None,
+    ) -> MfaAnswer:
         """Run one /mfa subcommand for `user`; every change is written to the audit trail."""
         args = Arguments.parse(tokens, MFA_USAGE)
         action = args.next_positional("a subcommand (enroll, confirm, status, reset)")
         now = now or datetime.now(UTC)
         if action == "enroll":
             args.done()
-            enrollment = await self.mfa.enroll(user)
+            try:
+                enrollment = await self.mfa.enroll(user)
+            except ValueError as error:
+                raise UsageError(str(error), MFA_USAGE) from None
             await self.trail.append(TrailEntry(action="MFA_ENROLL", decision="started", actor=user))
-            next_step = "Then run `/mfa confirm <code>` with the code your authenticator shows."
             text = (
-                "Scan this QR code with your authenticator app (or add this URI by hand).\n"
-                f"`{enrollment.uri}`\nThis is shown once. {next_step}"
+                "Scan the QR code with your authenticator app, or type the key by hand. It is shown"
+                " this once and kept nowhere in Slack; confirm within 10 minutes with the first code"
+                " (`/mfa confirm <code>`)."
             )
-            return MfaAnswer(text=text, qr_png=qr_png(enrollment.uri), next_step=next_step)
+            return MfaAnswer(text=text, enrollment=enrollment)
         if action == "confirm":
             code = args.next_positional("the 6-digit code")
             args.done()
-            verification = await self.mfa.verify(user, code, now, confirming=True)
-            await self.trail.append(
-                TrailEntry(
-                    action="MFA_CONFIRM" if verification.accepted else "MFA_CHALLENGE_FAILED",
-                    decision="accepted" if verification.accepted else "refused",
-                    actor=user,
-                    details={} if verification.accepted else {"reason": verification.outcome},
-                ),
-            )
-            if verification.accepted:
-                return MfaAnswer(
-                    ":white_check_mark: MFA enrolled. Destructive commands will ask for your code."
-                )
-            self.metrics.mfa_failures.labels(verification.outcome).inc()
-            return MfaAnswer(f":x: {verification.message}")
+            return await self.confirm(user, code, now)
         if action == "status":
             args.done()
             status = await self.mfa.status(user)
@@ -101,25 +112,85 @@ class MfaCommand:
                 text += f"; locked until {status.locked_until:%H:%M:%S} UTC"
             return MfaAnswer(text)
         if action == "reset":
-            target = parse_user(args.next_positional("the user to reset"))
+            typed = args.next_positional("the user to reset (@name)")
             args.done()
-            if not await self.authorizer.allowed(user, "mfa_admin"):
-                await self.trail.append(
-                    TrailEntry(
-                        action="MFA_RESET", decision="refused", actor=user, details={"target": target}
-                    ),
+            target = await normalize_person(typed, resolve_user)
+            if not is_user_id(target):
+                raise UsageError(
+                    f"`{typed[:40]}` is not a Slack user I can find (mention them: @name)", MFA_USAGE
                 )
-                raise UsageError("only MFA administrators can reset an enrollment", MFA_USAGE)
-            removed = await self.mfa.reset(target)
+            await self._may_reset(user, target)
+            return MfaAnswer(
+                f"To reset the MFA enrollment of <@{target}>, confirm with your own code.",
+                reset_target=target,
+            )
+        raise UsageError(f"unknown subcommand `{action[:40]}`", MFA_USAGE)
+
+    async def confirm(self, user: str, code: str, now: datetime | None = None) -> MfaAnswer:
+        """Confirm an enrollment with the first code the authenticator shows."""
+        try:
+            verification = await self.mfa.verify(user, code, now or datetime.now(UTC), confirming=True)
+        except MfaUnavailable as error:
+            raise UsageError(str(error), MFA_USAGE) from None
+        await self.trail.append(
+            TrailEntry(
+                action="MFA_CONFIRM" if verification.accepted else "MFA_CHALLENGE_FAILED",
+                decision="accepted" if verification.accepted else "refused",
+                actor=user,
+                details={} if verification.accepted else {"reason": verification.outcome},
+            ),
+        )
+        if verification.accepted:
+            return MfaAnswer("MFA enrolled. Destructive commands will ask for your code.")
+        self.metrics.mfa_failures.labels(verification.outcome).inc()
+        return MfaAnswer(verification.message, ok=False)
+
+    async def _may_reset(self, admin: str, target: str) -> None:
+        """Refuse (and record) a reset by someone who is not an MFA administrator, or of oneself."""
+        reason = None
+        if not await self.authorizer.allowed(admin, "mfa_admin"):
+            reason = "only MFA administrators can reset an enrollment"
+        elif admin == target:
+            reason = "nobody resets their own MFA: ask another MFA administrator"
+        if reason is not None:
             await self.trail.append(
                 TrailEntry(
                     action="MFA_RESET",
-                    decision="done" if removed else "nothing",
-                    actor=user,
+                    decision="refused",
+                    actor=admin,
+                    outcome="not_admin" if "administrators" in reason else "self_reset",
                     details={"target": target},
-                ),
+                )
             )
-            if removed:
-                return MfaAnswer(f"MFA enrollment of <@{target}> removed; they can enroll again.")
-            return MfaAnswer(f"<@{target}> was not enrolled.")
-        raise UsageError(f"unknown subcommand `{action[:40]}`", MFA_USAGE)
+            raise UsageError(reason, MFA_USAGE)
+
+    async def reset(self, admin: str, target: str, code: str, now: datetime | None = None) -> ResetDone:
+        """Reset `target`'s enrollment once `admin` gave a valid code of their own; cancel their plans."""
+        await self._may_reset(admin, target)
+        try:
+            verification = await self.mfa.verify(admin, code, now or datetime.now(UTC))
+        except MfaUnavailable as error:
+            raise UsageError(str(error), MFA_USAGE) from None
+        if not verification.accepted:
+            self.metrics.mfa_failures.labels(verification.outcome).inc()
+            await self.trail.append(
+                TrailEntry(
+                    action="MFA_RESET",
+                    decision="refused",
+                    actor=admin,
+                    outcome="step_up_failed",
+                    details={"target": target, "reason": verification.outcome},
+                )
+            )
+            raise UsageError(f"your code was not accepted: {verification.message}", MFA_USAGE)
+        removed = await self.mfa.reset(target)
+        cancelled = await self.gate.cancel_plans_of(target, admin, "their MFA enrollment was reset")
+        await self.trail.append(
+            TrailEntry(
+                action="MFA_RESET",
+                decision="done" if removed else "nothing",
+                actor=admin,
+                details={"target": target, "cancelled": [str(approval.id) for approval in cancelled]},
+            ),
+        )
+        return ResetDone(target=target, removed=removed, cancelled=cancelled)

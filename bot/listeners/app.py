@@ -7,11 +7,13 @@ import secrets
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.listeners.commands import command_handler, mfa_handler
+from bot.listeners.commands import command_handler
 from bot.listeners.gate import cancel_handler, confirm_handler, mfa_view_handler
 from bot.listeners.incidents import register as register_incident_actions
+from bot.listeners.mfa import enroll_view_handler, mfa_handler, reset_view_handler
 from bot.registry import COMMANDS
 from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW
+from bot.render.mfa import ENROLL_VIEW, RESET_VIEW
 from bot.runtime import Runtime
 
 
@@ -32,5 +34,7 @@ def build_slack_app(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
     app.action(CONFIRM_ACTION)(confirm_handler(runtime))
     app.action(CANCEL_ACTION)(cancel_handler(runtime))
     app.view(MFA_VIEW)(mfa_view_handler(runtime))
+    app.view(ENROLL_VIEW)(enroll_view_handler(runtime))
+    app.view(RESET_VIEW)(reset_view_handler(runtime))
     register_incident_actions(app, runtime)
     return app

@@ -6,11 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.dispatch import CommandTimeout, execute, new_request_id
-from bot.gate.mfa_command import MFA_USAGE
+from bot.gate.audit_trail import TrailEntry
 from bot.invocation import Invocation
 from bot.listeners.gate import propose
 from bot.registry import CommandSpec
@@ -18,7 +17,7 @@ from bot.render.common import error_text
 from bot.runtime import Runtime
 from bot.slack.posting import Responder, ResponseUrl
 from bot.slack.reply import post_reply, tell_caller
-from commands.base import UsageError, tokenize
+from commands.base import UsageError
 from commands.destructive import Proposal
 
 
@@ -38,8 +37,23 @@ def command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Awaita
         invocation = Invocation(request_id=new_request_id(), source="slack", user_id=user, channel_id=channel)
         try:
             tokens = spec.tokenize(command.get("text", ""))
-            if not await runtime.authorizer.allowed(user, spec.required_role(tokens)):
-                raise UsageError(f"you are not allowed to run /{spec.name}")
+            need = spec.requirement(tokens, services.settings)
+            if not await runtime.authorizer.allowed(user, need.role):
+                if spec.execute is not None:  # a destructive command: every refusal is in the trail
+                    await runtime.trail.append_quietly(
+                        TrailEntry(
+                            action=spec.name,
+                            decision="refused",
+                            actor=user,
+                            command=spec.name,
+                            arguments=" ".join(tokens)[:500],
+                            channel_id=channel,
+                            request_id=invocation.request_id,
+                            outcome="not_authorised",
+                            details={"role": need.role},
+                        )
+                    )
+                raise UsageError(need.refusal)
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
             await tell_caller(client, respond, channel, user, error_text(error.message, error.usage))
@@ -59,47 +73,4 @@ def command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Awaita
         )
 
     handle.__name__ = f"handle_{spec.name}"
-    return handle
-
-
-def mfa_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:
-    async def handle(
-        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
-    ) -> None:
-        await ack()
-        user = command.get("user_id", "")
-        channel = command.get("channel_id", "")
-        try:
-            answer = await runtime.mfa_command.run(user, tokenize(command.get("text", "")))
-        except UsageError as error:
-            await tell_caller(
-                client, respond, channel, user, error_text(error.message, error.usage or MFA_USAGE)
-            )
-            return
-        except Exception as error:
-            await tell_caller(
-                client, respond, channel, user, error_text(f"/mfa failed: {type(error).__name__}")
-            )
-            return
-        if answer.qr_png is not None:
-            # The seed goes to the user's DM only, never to a channel.
-            try:
-                dm = await client.conversations_open(users=user)
-                dm_channel = str(dm["channel"]["id"])
-                await client.chat_postMessage(channel=dm_channel, text=answer.text)
-                await client.files_upload_v2(
-                    channel=dm_channel,
-                    filename="chatops-mfa.png",
-                    content=answer.qr_png,
-                    title="chatops MFA enrollment",
-                    alt_txt="QR code of your TOTP enrollment URI",
-                )
-                await tell_caller(
-                    client, respond, channel, user, "I sent your enrollment to our DM. " + answer.next_step
-                )
-            except SlackApiError:
-                await tell_caller(client, respond, channel, user, answer.text)
-            return
-        await tell_caller(client, respond, channel, user, answer.text)
-
     return handle

@@ -18,6 +18,7 @@ from bot.render.gate import (
     TOTP_BLOCK,
     TYPED_WORD_BLOCK,
     awaiting_second_message,
+    execution_footer,
     mfa_modal,
     notice_message,
     outcome_message,
@@ -156,10 +157,7 @@ def mfa_view_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:
 async def run_approved(runtime: Runtime, client: AsyncWebClient, approval: Approval) -> None:
     """Execute an approved plan, updating its message in place at every step."""
     title = approval.plan.title
-    approvers = f"<@{approval.requester}>" + (
-        f" and <@{approval.second_approver}>" if approval.second_approver else ""
-    )
-    footer = f"`/{approval.command} {' '.join(approval.arguments)}` · approved by {approvers}"
+    footer = execution_footer(approval)
 
     async def publish(steps: list[Step]) -> None:
         await _update_plan_message(client, approval, progress_message(title, steps, footer))

@@ -28,6 +28,7 @@ from bot.render.rca import FILE_ACTION, answer_text
 from bot.runners.rca import file_and_show
 from bot.runtime import Runtime
 from bot.slack import incidents
+from bot.slack.membership import channel_access
 from bot.slack.reply import post_reply, tell_caller
 from commands import incident as incident_command
 from commands.alert import Alert
@@ -196,6 +197,7 @@ async def _run_and_replace(
         channel_id=channel,
         contacts=settings.incident_contacts,
         resolve_user=incidents.user_resolver(client),
+        access=channel_access(client, _invocation(user, channel)),
     )
     result = await incidents.publish(client, store, result, settings.incident_contacts)
     answer = confirmation(result)
@@ -221,6 +223,7 @@ async def _file_rca(
     incident = await store.get(incident_id)
     if incident is None:
         raise UsageError(f"there is no incident INC-{incident_id}")
+    await incident_command.check_access(incident, channel_access(client, _invocation(user, channel)))
     result = await file_and_show(services, client, store, incident, user)
     await tell_caller(client, respond, channel, user, answer_text(result))
 

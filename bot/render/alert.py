@@ -6,7 +6,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from adapters.incident_store import AlertMessage
-from bot.render.common import Block, Message, context, escape, section
+from bot.render.common import Block, Message, context, escape, link, section
 from bot.render.incident import slack_date
 from commands.incident import format_minutes
 
@@ -14,12 +14,6 @@ TRIAGE_ACTION = "alert_triage"
 DECLARE_ACTION = "alert_declare"
 # Labels every alert has that say nothing about this one.
 _QUIET_LABELS = frozenset({"alertname", "severity", "priority", "area"})
-
-
-def _link(url: str, text: str) -> str | None:
-    if not url.startswith(("http://", "https://")) or any(char in url for char in "|<> "):
-        return None
-    return f"<{url}|{text}>"
 
 
 def alert_message(message: AlertMessage, now: datetime) -> Message:
@@ -53,17 +47,17 @@ def alert_message(message: AlertMessage, now: datetime) -> Message:
         detail.append(" ".join(f"`{escape(key)}={escape(value)}`" for key, value in shown.items()))
     blocks.append(context(" · ".join(detail)))
     links = [
-        _link(str(alert.get("generatorURL", "")), "Source"),
-        _link(annotations.get("runbook_url", ""), "Runbook"),
+        link(str(alert.get("generatorURL", "")), "Source"),
+        link(str(annotations.get("runbook_url", "")), "Runbook"),
     ]
     if message.external_url:
         matcher = quote('{alertname="' + message.alertname + '"}')
-        links.append(_link(f"{message.external_url.rstrip('/')}/#/alerts?filter={matcher}", "Alertmanager"))
+        links.append(link(f"{message.external_url.rstrip('/')}/#/alerts?filter={matcher}", "Alertmanager"))
     found = [item for item in links if item]
     if message.incident_id is not None:
         found.append(f"INC-{message.incident_id}")
     if found:
-        blocks.append(context(" · ".join(found) + f" · fingerprint `{message.fingerprint}`"))
+        blocks.append(context(" · ".join(found) + f" · fingerprint `{escape(message.fingerprint)}`"))
     if firing:
         buttons = [_button("Run triage", TRIAGE_ACTION, message.fingerprint)]
         if message.incident_id is None:

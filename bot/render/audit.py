@@ -169,10 +169,10 @@ def _nothing_text(report: AuditReport) -> str:
 
 
 def summary_text(report: AuditReport) -> str:
-    """Write the one-line fallback text (notifications, screen readers)."""
+    """Write the one-line fallback text (notifications, screen readers), as mrkdwn."""
     totals = report.totals
     return clip(
-        f"{_title(report)}: {totals.events:,} events, {_plural(totals.distinct_ips, 'IP')},"
+        f"{escape(_title(report))}: {totals.events:,} events, {_plural(totals.distinct_ips, 'IP')},"
         f" {_plural(totals.distinct_users, 'user')}",
         500,
     )
@@ -240,10 +240,11 @@ def _report_reply(report: AuditReport) -> SlackReply:
 
 def _export_reply(result: AuditExport) -> SlackReply:
     size = format_bytes(result.size_bytes)
-    what = f"{clip(result.description, SUBJECT_CAP)}, last {result.since}"
+    # The subject is what the user typed: escaped once here, for the text, the blocks and the file.
+    what = escape(f"{clip(result.description, SUBJECT_CAP)}, last {result.since}")
     text = f"Audit export: {result.rows:,} rows ({result.format.upper()}, {size}) — {what}"
     lines = [f":page_facing_up: *Audit export* · *{result.rows:,}* rows · {result.format.upper()} · {size}"]
-    lines.append(escape(what))
+    lines.append(what)
     blocks: list[Block] = [section("\n".join(lines))]
     if result.truncated:
         blocks.append(context(f":warning: {escape(result.truncated)}"))
@@ -252,6 +253,8 @@ def _export_reply(result: AuditExport) -> SlackReply:
         blocks.append(context("No rows matched, so there is no file."))
     else:
         blocks.append(context(f"The file is in the thread · `{escape(result.database)}` read-only"))
+        if result.note:
+            blocks.append(context(escape(result.note)))
         files.append(
             Upload(
                 filename=result.filename,
@@ -270,7 +273,7 @@ def _indexes_reply(result: AuditIndexes) -> SlackReply:
         present = sum(1 for item in result.statements if item.present and item.valid)
         state = f"{present} of {len(result.statements)} in place in `{escape(result.database)}`"
         if result.missing:
-            state += " · missing or invalid: " + ", ".join(f"`{name}`" for name in result.missing)
+            state += " · missing or invalid: " + ", ".join(f"`{escape(name)}`" for name in result.missing)
     else:
         state = f"could not check `{escape(result.database)}`: {escape(result.detail)}"
     if result.detail and result.checked:
@@ -312,10 +315,8 @@ def _unavailable_text(result: AuditUnavailable) -> str:
 
 
 def _unavailable_reply(result: AuditUnavailable) -> SlackReply:
-    text = _unavailable_text(result)
-    return SlackReply(
-        main=Message(text=clip(text, 500), blocks=[section(f"{STATUS_EMOJI['down']} {escape(text)}")])
-    )
+    text = escape(_unavailable_text(result))
+    return SlackReply(main=Message(text=clip(text, 500), blocks=[section(f"{STATUS_EMOJI['down']} {text}")]))
 
 
 def slack(result: CommandResult) -> SlackReply:
@@ -398,6 +399,8 @@ def _terminal_export(result: AuditExport, console: Console) -> None:
     )
     if result.truncated:
         out.print(Text(result.truncated, style="yellow"))
+    if result.note:
+        out.print(Text(result.note, style="dim"))
 
 
 def _terminal_indexes(result: AuditIndexes, console: Console) -> None:

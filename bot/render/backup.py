@@ -20,7 +20,8 @@ _LIST_LIMIT = 40  # lines in one Slack section stay under its 3,000 characters
 
 
 def _fallback(result: Any) -> SlackReply:
-    return SlackReply(main=Message(text=str(result)[:3000], blocks=[section(escape(str(result)))]))
+    text = escape(str(result))
+    return SlackReply(main=Message(text=text[:3000], blocks=[section(text)]))
 
 
 # --- /backup -----------------------------------------------------------------------------------------
@@ -73,13 +74,14 @@ def slack_backup(result: Any) -> SlackReply:
     ]
     if result.warnings:
         blocks.append(section(":warning: " + escape("; ".join(result.warnings[:5]))))
+    backup_id = escape(result.id)
     blocks.append(
         context(
             f"made by {escape(result.made_by)} · in `{escape(result.location)}` ·"
-            f" check it with `/restore verify {result.id}`"
+            f" check it with `/restore verify {backup_id}`"
         )
     )
-    text = f"Backup {result.id} ({result.type_label}, {format_bytes(result.total_bytes)}) done"
+    text = f"Backup {backup_id} ({escape(result.type_label)}, {format_bytes(result.total_bytes)}) done"
     return SlackReply(main=Message(text=text, blocks=blocks))
 
 
@@ -144,7 +146,9 @@ def slack_restore(result: Any) -> SlackReply:
     """Build the reply to /restore list or /restore verify."""
     if isinstance(result, BackupList):
         lines = [f"`{escape(item.line())}`{_verified(item)}" for item in result.backups[:_LIST_LIMIT]]
-        problems = [f"• `{item.id}`: {escape(item.problem)}" for item in result.backups if item.problem]
+        problems = [
+            f"• `{escape(item.id)}`: {escape(item.problem)}" for item in result.backups if item.problem
+        ]
         blocks: list[Block] = [
             header(f"Backups ({len(result.backups)})"),
             section("\n".join(lines) if lines else "No backups yet: run `/backup`."),
@@ -165,7 +169,7 @@ def slack_restore(result: Any) -> SlackReply:
             listed = "\n".join(f"• {item}" for item in result.problems[:10])
             report.append(section("*Problems*\n" + escape(listed)))
         report.append(context(f"in `{escape(result.location)}`"))
-        text = f"Backup {result.id}: {'verified' if result.ok else 'does not check out'}"
+        text = f"Backup {escape(result.id)}: {'verified' if result.ok else 'does not check out'}"
         return SlackReply(main=Message(text=text, blocks=report))
     return _fallback(result)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ STATUS_STYLE = {
 }
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
+# A Slack user id: the only thing the bot turns into a mention itself.
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 
 
 def clip(text: str, limit: int) -> str:
@@ -111,6 +114,24 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mention(user: str) -> str:
+    """Mention a Slack user by id; anything else (a terminal user, a typed name) is shown as text."""
+    return f"<@{user}>" if _USER_ID.fullmatch(user) else escape(user)
+
+
+def link(url: str, label: str | None = None) -> str | None:
+    """Build a link to an outside URL, with the bot's own label (plain text) or showing the URL itself.
+
+    None when the URL is not http(s) or could break out of the link (`|`, `<`, `>`, spaces, controls).
+    """
+    if not url.startswith(("http://", "https://")) or not url.isprintable():
+        return None
+    if any(char.isspace() or char in "|<>" for char in url):
+        return None
+    target = url.replace("&", "&amp;")
+    return f"<{target}|{escape(label)}>" if label is not None else f"<{target}>"
+
+
 def error_text(message: str, usage: str = "") -> str:
     """Write a command error (shown to the caller only) with the usage when there is one."""
     text = f":warning: {escape(message)}"
@@ -122,3 +143,24 @@ def error_text(message: str, usage: str = "") -> str:
 def terminal_console(no_color: bool = False, stderr: bool = False) -> Console:
     """Build the console the CLI prints to (stderr for prompts and progress beside JSON output)."""
     return Console(no_color=no_color, highlight=False, soft_wrap=True, stderr=stderr)
+
+
+_EMOJI = re.compile(r"(?<![\w:]):[a-z0-9_+-]+:(?![\w:])")
+_LINK_MARKUP = re.compile(r"<(https?://[^|>]+)\|([^>]+)>")
+_BARE_LINK = re.compile(r"<(https?://[^|>]+)>")
+_MENTION_MARKUP = re.compile(r"<[@#]([A-Z0-9]+)(?:\|([^>]*))?>")
+_DATE_MARKUP = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+
+
+def plain(text: str) -> str:
+    """Turn Slack mrkdwn into terminal text: no emoji codes, backticks, bold marks or link markup."""
+    text = _EMOJI.sub("", text)
+    text = _DATE_MARKUP.sub(r"\1", text)
+    text = _LINK_MARKUP.sub(r"\2 (\1)", text)
+    text = _BARE_LINK.sub(r"\1", text)
+    text = _MENTION_MARKUP.sub(lambda match: match.group(2) or match.group(1), text)
+    text = text.replace("```", "").replace("`", "")
+    text = re.sub(r"(?<!\w)\*([^*\n]+)\*(?!\w)", r"\1", text)
+    text = re.sub(r"(?<!\w)_([^_\n]+)_(?!\w)", r"\1", text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape as escape_markup
 
-from bot.render.common import Block, Message, context, escape, header, section
+from bot.render.common import Block, Message, context, escape, header, mention, section
 from commands.destructive import Execution, Plan, Step
 
 if TYPE_CHECKING:
@@ -50,10 +50,10 @@ def plan_sections(plan: Plan) -> list[Block]:
 def plan_message(approval: Approval) -> Message:
     """Build the plan message with Confirm and Cancel buttons."""
     plan = approval.plan
-    who = f"<@{approval.requester}>"
+    who = mention(approval.requester)
     steps = "Confirm asks for your TOTP code"
     if approval.typed_word:
-        steps += f" and the word `{approval.typed_word}`"
+        steps += f" and the word `{escape(approval.typed_word)}`"
     if approval.needs_second_approver:
         steps += "; then a second operator approves with their own code"
     blocks: list[Block] = [header(f"Plan: {plan.title}"), *plan_sections(plan)]
@@ -65,7 +65,7 @@ def plan_message(approval: Approval) -> Message:
         )
     )
     blocks.append(_buttons(approval, "Confirm"))
-    return Message(text=f"Plan: {plan.title} (awaiting confirmation by {who})", blocks=blocks)
+    return Message(text=f"Plan: {escape(plan.title)} (awaiting confirmation by {who})", blocks=blocks)
 
 
 def awaiting_second_message(approval: Approval) -> Message:
@@ -73,12 +73,12 @@ def awaiting_second_message(approval: Approval) -> Message:
     blocks: list[Block] = [header(f"Plan: {approval.plan.title}"), *plan_sections(approval.plan)]
     blocks.append(
         section(
-            f":lock: Confirmed by <@{approval.requester}>. A second operator must approve"
+            f":lock: Confirmed by {mention(approval.requester)}. A second operator must approve"
             f" with their own TOTP code before {approval.expires_at:%H:%M:%S} UTC."
         )
     )
     blocks.append(_buttons(approval, "Approve as second operator"))
-    return Message(text=f"Plan awaiting a second approver: {approval.plan.title}", blocks=blocks)
+    return Message(text=f"Plan awaiting a second approver: {escape(approval.plan.title)}", blocks=blocks)
 
 
 def _buttons(approval: Approval, confirm_label: str) -> Block:
@@ -145,19 +145,34 @@ def mfa_modal(approval: Approval, second: bool) -> dict[str, Any]:
     }
 
 
+def execution_footer(approval: Approval) -> str:
+    """Write the footer of an execution's messages (mrkdwn): the command as typed and who approved it."""
+    approvers = mention(approval.requester) + (
+        f" and {mention(approval.second_approver)}" if approval.second_approver else ""
+    )
+    return f"`/{approval.command} {escape(' '.join(approval.arguments))}` · approved by {approvers}"
+
+
 def progress_message(title: str, steps: list[Step], footer: str) -> Message:
-    """Build the message that shows an execution's steps, updated in place."""
+    """Build the message that shows an execution's steps, updated in place.
+
+    `title` is plain text (the plan's); `footer` is mrkdwn the caller escaped (`execution_footer`).
+    """
     lines = []
     for step in steps:
         timing = f" · {step.duration_ms / 1000:.1f} s" if step.duration_ms is not None else ""
         detail = f" — {escape(step.detail)}" if step.detail else ""
         lines.append(f"{_STEP_EMOJI[step.status]} {escape(step.name)}{timing}{detail}")
     blocks: list[Block] = [header(title), section("\n".join(lines) or "starting…"), context(footer)]
-    return Message(text=f"{title}: {steps[-1].name if steps else 'starting'}", blocks=blocks)
+    now = escape(steps[-1].name) if steps else "starting"
+    return Message(text=f"{escape(title)}: {now}", blocks=blocks)
 
 
 def outcome_message(title: str, result: Execution, footer: str) -> Message:
-    """Build the final message of an execution: outcome, steps, the state of each part, the way back."""
+    """Build the final message of an execution: outcome, steps, the state of each part, the way back.
+
+    `title` is plain text and `footer` mrkdwn, as for `progress_message`.
+    """
     verdict = ":white_check_mark: Succeeded" if result.succeeded else ":x: Failed"
     message = progress_message(title, result.steps, footer)
     blocks = [message.blocks[0], section(f"*{verdict}* — {escape(result.summary)}"), message.blocks[1]]
@@ -166,14 +181,16 @@ def outcome_message(title: str, result: Execution, footer: str) -> Message:
     if result.way_back:
         blocks.append(section(f"*Way back*\n`{escape(result.way_back)}`"))
     blocks.append(message.blocks[2])
-    return Message(
-        text=f"{title}: {'succeeded' if result.succeeded else 'failed'} — {result.summary}", blocks=blocks
-    )
+    verb = "succeeded" if result.succeeded else "failed"
+    return Message(text=f"{escape(title)}: {verb} — {escape(result.summary)}", blocks=blocks)
 
 
 def notice_message(title: str, markdown: str) -> Message:
-    """Build a short message that replaces a plan (cancelled, refused, expired); the caller escapes."""
-    return Message(text=f"{title}: {markdown}", blocks=[header(title), section(markdown)])
+    """Build a short message that replaces a plan (cancelled, refused, expired).
+
+    `title` is plain text (escaped here for the fallback text); the caller escapes `markdown`.
+    """
+    return Message(text=f"{escape(title)}: {markdown}", blocks=[header(title), section(markdown)])
 
 
 def terminal_plan(plan: Plan, console: Console) -> None:

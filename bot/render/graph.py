@@ -44,7 +44,7 @@ def slack(report: GraphReport) -> SlackReply:
     """Build the reply: the summary in the channel, the PNG (with its text alternative) in the thread."""
     upload = upload_of(report)
     return SlackReply(
-        main=Message(text=describe_report(report), blocks=blocks(report)),
+        main=Message(text=escape(describe_report(report)), blocks=blocks(report)),
         files=[upload] if upload is not None else [],
     )
 

@@ -25,8 +25,8 @@ def _status_word(check: Check) -> str:
 
 
 def summary_text(report: HealthReport) -> str:
-    """Write the one-line fallback text (notifications, screen readers)."""
-    down = [check.name for check in report.checks if check.status == "down"]
+    """Write the one-line fallback text (notifications, screen readers), as mrkdwn."""
+    down = [escape(check.name) for check in report.checks if check.status == "down"]
     text = f"Health: {report.verdict}"
     if down:
         text += " — down: " + ", ".join(down)
@@ -41,7 +41,9 @@ def blocks(report: HealthReport) -> list[Block]:
         for check in (item for item in report.checks if item.group == group):
             emoji = STATUS_EMOJI[check.status]
             timing = f"{check.latency_ms:.0f} ms"
-            lines.append(f"{emoji} *{check.name}* {_status_word(check)} · {timing} — {escape(check.detail)}")
+            lines.append(
+                f"{emoji} *{escape(check.name)}* {_status_word(check)} · {timing} — {escape(check.detail)}"
+            )
         if lines:
             result.append(section(f"*{title}*\n" + "\n".join(lines)))
     result.append(

@@ -29,6 +29,7 @@ from commands.incident import (
     IncidentResult,
     format_minutes,
     incident_duration,
+    is_user_id,
     who,
 )
 
@@ -52,6 +53,9 @@ KIND_EMOJI = {
     "alert": ":bell:",
     "rca": ":page_facing_up:",
 }
+# Timeline entries whose text is as typed (by /incident, an alert, RCA filing): escaped when shown.
+# Every other kind was recorded by `bot.slack.incidents.record` as mrkdwn the bot already escaped.
+TYPED_KINDS = frozenset({"declared", "update", "note", "severity", "commander", "resolved", "alert", "rca"})
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
 # Most timeline lines shown in Slack at once; the RCA draft has them all.
 TIMELINE_SHOWN = 150
@@ -66,6 +70,21 @@ def slack_date(moment: datetime, style: str = "{date_short_pretty} {time}") -> s
 def plain_people(text: str) -> str:
     """Turn Slack mentions (<@U123|name>) into plain @names for the terminal and Markdown."""
     return _MENTION.sub(lambda match: "@" + (match.group(2) or match.group(1)), text)
+
+
+def person(someone: str | None) -> str:
+    """Write a person as mrkdwn: a mention for a Slack user id, anyone else (a typed name) as text."""
+    return who(someone) if someone and is_user_id(someone) else escape(who(someone))
+
+
+def event_text(event: TimelineEvent) -> str:
+    """Write a timeline entry's text as mrkdwn: what was typed escaped, the bot's own records as they are."""
+    if event.kind == "commander" and "to" in event.details:
+        # Rebuilt from the ids stored with it: a typed name in the text must not become a mention.
+        return f"Commander {person(event.details.get('from'))} → {person(event.details['to'])}"
+    if event.kind in TYPED_KINDS:
+        return escape(event.text)
+    return event.text
 
 
 def contacts_line(contacts: list[Contact]) -> str:
@@ -84,24 +103,21 @@ def header_message(incident: Incident, contacts: list[Contact], now: datetime) -
     fields = [
         f"*Status*\n{status}",
         f"*Severity*\n{incident.severity} ({SEVERITY_NAMES[incident.severity]})",
-        f"*Commander*\n{who(incident.commander)}",
+        f"*Commander*\n{person(incident.commander)}",
         f"*Started*\n{slack_date(incident.started_at)}",
         f"*Duration*\n{duration}",
-        f"*Declared by*\n{who(incident.declared_by)}",
+        f"*Declared by*\n{person(incident.declared_by)}",
     ]
     blocks: list[Block] = [
         header(f"{incident.reference} · {incident.severity} · {incident.title}"),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
     ]
     if incident.last_update and incident.last_update_at:
-        blocks.append(
-            section(
-                f"*Latest update* ({slack_date(incident.last_update_at, '{time}')}): {incident.last_update}"
-            )
-        )
+        when = slack_date(incident.last_update_at, "{time}")
+        blocks.append(section(f"*Latest update* ({when}): {escape(incident.last_update)}"))
     if resolved:
         assert incident.resolved_at is not None
-        summary = f": {incident.summary}" if incident.summary else ""
+        summary = f": {escape(incident.summary)}" if incident.summary else ""
         blocks.append(section(f"*Resolved* {slack_date(incident.resolved_at)}{summary}"))
     if contacts:
         blocks.append(context("Emergency contacts: " + contacts_line(contacts)))
@@ -111,25 +127,26 @@ def header_message(incident: Incident, contacts: list[Contact], now: datetime) -
             " `/incident update <text>` tells the channel · `/incident note <text>` · `/incident resolve`"
         )
     )
-    text = f"{emoji} {incident.reference} [{incident.severity}] {incident.title} — {status.lower()}"
+    text = f"{emoji} {incident.reference} [{incident.severity}] {escape(incident.title)} — {status.lower()}"
     return Message(text=text, blocks=blocks)
 
 
 def event_message(incident: Incident, event: TimelineEvent) -> Message:
     """Build the thread message for one change of the incident."""
     emoji = KIND_EMOJI.get(event.kind, ":small_blue_diamond:")
+    text = event_text(event)
     if event.kind == "update":
-        line = f"{emoji} *Update on {incident.reference}* from {who(event.actor)}:\n{event.text}"
+        line = f"{emoji} *Update on {incident.reference}* from {person(event.actor)}:\n{text}"
     elif event.kind == "note":
-        line = f"{emoji} *Note* from {who(event.actor)}: {event.text}"
+        line = f"{emoji} *Note* from {person(event.actor)}: {text}"
     elif event.kind == "declared":
         line = (
-            f"{emoji} {incident.reference} declared by {who(event.actor)}; commander"
-            f" {who(incident.commander)}. Everything the bot does for it lands in this thread."
+            f"{emoji} {incident.reference} declared by {person(event.actor)}; commander"
+            f" {person(incident.commander)}. Everything the bot does for it lands in this thread."
         )
     else:
-        line = f"{emoji} {event.text} — {who(event.actor)}"
-    return Message(text=clip(f"{incident.reference}: {event.text}", 3000), blocks=[section(line)])
+        line = f"{emoji} {text} — {person(event.actor)}"
+    return Message(text=clip(f"{incident.reference}: {text}", 3000), blocks=[section(line)])
 
 
 def slack(result: IncidentResult) -> SlackReply:
@@ -153,7 +170,7 @@ def confirmation(result: IncidentResult) -> Message:
         "updated": f"Update posted in {incident.reference}'s thread and to the channel.",
         "noted": f"Noted in {incident.reference}'s timeline.",
         "severity": f"{incident.reference} is now {incident.severity}.",
-        "commander": f"{incident.reference}'s commander is now {who(incident.commander)}.",
+        "commander": f"{incident.reference}'s commander is now {person(incident.commander)}.",
         "resolved": f"{incident.reference} resolved after {duration}.",
     }[result.outcome]
     lines = [f":white_check_mark: {done}"]
@@ -168,7 +185,7 @@ def ask_message(result: IncidentResult) -> Message:
     assert incident is not None and result.pending_title is not None
     question = (
         f":raised_hand: *{incident.reference} · {escape(incident.title)}* is already open here"
-        f" ({incident.severity}, commander {who(incident.commander)},"
+        f" ({incident.severity}, commander {person(incident.commander)},"
         f" since {slack_date(incident.started_at)})."
         f"\nIs *{escape(result.pending_title)}* the same incident?"
     )
@@ -206,8 +223,8 @@ def timeline_lines(events: list[TimelineEvent]) -> list[str]:
     lines = []
     for event in events:
         emoji = KIND_EMOJI.get(event.kind, ":small_blue_diamond:")
-        actor = f" — {who(event.actor)}" if event.actor else ""
-        lines.append(f"`{event.at:%m-%d %H:%M}` {emoji} *{escape(event.kind)}* {event.text}{actor}")
+        actor = f" — {person(event.actor)}" if event.actor else ""
+        lines.append(f"`{event.at:%m-%d %H:%M}` {emoji} *{escape(event.kind)}* {event_text(event)}{actor}")
     return lines
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.render.common import Upload
+from bot.render.common import Upload, clip, escape
 from commands.base import CommandResult, format_duration
 from commands.formatting import Unit, format_bytes, format_value
 from commands.graph import GraphData, GraphReport, Marker, Point, Span
@@ -141,11 +141,12 @@ def upload_of(report: GraphReport) -> Upload | None:
     """Build the Slack upload of a rendered report (None before it is rendered)."""
     if report.png is None:
         return None
+    # Titles, queries, series and markers come from users and Prometheus: escaped like any message text.
     return Upload(
         filename=filename(report),
         content=report.png,
-        title=picture_title(report),
-        alt_text=describe_report(report),
+        title=escape(picture_title(report)),
+        alt_text=clip(escape(describe_report(report)), ALT_TEXT_LIMIT),
     )
 
 

@@ -15,6 +15,7 @@ from bot.render.common import (
     context,
     escape,
     header,
+    link,
     section,
     split_text,
 )
@@ -28,12 +29,28 @@ _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# An `&` that does not start one of the entities Markdown and mrkdwn both read the same way.
+_BARE_AMPERSAND = re.compile(r"&(?!(?:amp|lt|gt);)")
+_ENTITIES = {"&lt;": "<", "&gt;": ">", "&amp;": "&"}
+
+
+def _text(markdown: str) -> str:
+    """Escape Markdown text for mrkdwn once: `&lt;` already in it (escaped text) stays as it is."""
+    return _BARE_AMPERSAND.sub("&amp;", markdown).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _shown_link(match: re.Match[str]) -> str:
+    """Write a Markdown link with its address in sight: its label may be anybody's words."""
+    url = re.sub("&(?:lt|gt|amp);", lambda entity: _ENTITIES[entity.group(0)], match.group(2))
+    return f"{match.group(1)} ({link(url) or match.group(2)})"
 
 
 def to_mrkdwn(markdown: str) -> str:
-    """Turn the draft's Markdown into Slack mrkdwn closely enough to read it."""
+    """Turn the draft's Markdown into Slack mrkdwn closely enough to read it, every word as text."""
     lines = []
-    for line in _COMMENT.sub("", markdown).splitlines():
+    for raw in _COMMENT.sub("", markdown).splitlines():
+        # The draft holds typed titles and notes, alert text and Slack names: escaped before markup.
+        line = _text(raw)
         heading = _HEADING.match(line)
         if heading:
             lines.append(f"*{heading.group(1).strip()}*")
@@ -42,7 +59,7 @@ def to_mrkdwn(markdown: str) -> str:
         if line.startswith("- "):
             line = "• " + line[2:]
         line = _BOLD.sub(r"*\1*", line)
-        line = _LINK.sub(r"<\2|\1>", line)
+        line = _LINK.sub(_shown_link, line)
         lines.append(line.rstrip())
     return "\n".join(lines).strip()
 
@@ -57,7 +74,8 @@ def status_line(result: RcaResult) -> str:
     rendered = f"rendered {draft.rendered_at:%Y-%m-%d %H:%M} UTC · {draft.language}"
     if draft.issue_number is not None and draft.issue_url:
         filed = f"{draft.filed_at:%H:%M} UTC" if draft.filed_at else ""
-        return f"{rendered} · filed as <{draft.issue_url}|#{draft.issue_number}> {filed}".rstrip()
+        issue = link(draft.issue_url, f"#{draft.issue_number}") or f"#{draft.issue_number}"
+        return f"{rendered} · filed as {issue} {filed}".rstrip()
     return f"{rendered} · not filed yet"
 
 
@@ -91,7 +109,7 @@ def preview_message(result: RcaResult) -> Message:
             ],
         }
     )
-    return Message(text=f"RCA draft for {incident.reference}: {incident.title}", blocks=blocks)
+    return Message(text=f"RCA draft for {incident.reference}: {escape(incident.title)}", blocks=blocks)
 
 
 def answer_text(result: RcaResult) -> str:
@@ -101,8 +119,9 @@ def answer_text(result: RcaResult) -> str:
         return f":warning: {escape(result.filing_error or 'not filed')}"
     if result.outcome in ("filed", "updated"):
         verb = "Filed as" if result.outcome == "filed" else "Updated"
-        link = f"<{draft.issue_url}|GitHub issue #{draft.issue_number}>"
-        return f":white_check_mark: {verb} {link} ({incident.reference})."
+        label = f"GitHub issue #{draft.issue_number}"
+        issue = link(draft.issue_url or "", label) or label
+        return f":white_check_mark: {verb} {issue} ({incident.reference})."
     where = "in its thread" if incident.header_ts else "in the channel"
     lines = [f":page_facing_up: RCA draft for {incident.reference} posted {where}; the button files it."]
     lines += [f":warning: {escape(problem)}" for problem in result.slack_problems]

@@ -20,19 +20,21 @@ def _when(text: str | None) -> str:
 
 
 def _line(item: VersionInfo, result: VersionList) -> str:
+    # Every word here is the engine's (container names, states, image labels): all escaped.
     running = result.running
     mark = " ← *running*" if item.running else ""
     if item.running and running is not None:
-        health = f", {running.health}" if running.health else ""
-        mark = f" ← *running* in `{escape(running.name)}` ({running.status}{health})"
-    deployed = f" · deployed {_when(item.deployed_at)}" if item.deployed_at else ""
-    return f"• *{escape(item.version)}*{mark} · built {_when(item.built_at)}{deployed}"
+        health = f", {escape(running.health)}" if running.health else ""
+        mark = f" ← *running* in `{escape(running.name)}` ({escape(running.status)}{health})"
+    deployed = f" · deployed {escape(_when(item.deployed_at))}" if item.deployed_at else ""
+    return f"• *{escape(item.version)}*{mark} · built {escape(_when(item.built_at))}{deployed}"
 
 
 def slack(result: Any) -> SlackReply:
     """Build the version list message."""
     if not isinstance(result, VersionList):
-        return SlackReply(main=Message(text=str(result), blocks=[section(escape(str(result)))]))
+        text = escape(str(result))
+        return SlackReply(main=Message(text=text, blocks=[section(text)]))
     lines = [_line(item, result) for item in result.versions] or ["• no versions present in the engine"]
     blocks = [header(f"{result.service} versions ({result.image})"), section("\n".join(lines))]
     running = result.running
@@ -47,7 +49,7 @@ def slack(result: Any) -> SlackReply:
         notes += " · other tags (not versions): " + ", ".join(escape(tag) for tag in result.other_tags)
     blocks.append(context(notes))
     now = running.version if running and running.version else "unknown"
-    text = f"{result.service}: {len(result.versions)} versions, running {now}"
+    text = f"{escape(result.service)}: {len(result.versions)} versions, running {escape(now)}"
     return SlackReply(main=Message(text=text, blocks=blocks))
 
 

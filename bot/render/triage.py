@@ -127,7 +127,10 @@ def table_text(evidence: Evidence) -> str:
 
 
 def pack(groups: Iterable[list[Block]], title: str) -> list[Message]:
-    """Put groups of blocks into as few messages as Slack's limits allow, never splitting a group."""
+    """Put groups of blocks into as few messages as Slack's limits allow, never splitting a group.
+
+    `title` is plain text (it may hold what the user typed); it is escaped for the fallback text.
+    """
     messages: list[list[Block]] = [[]]
     size = 0
     for group in groups:
@@ -145,6 +148,7 @@ def pack(groups: Iterable[list[Block]], title: str) -> list[Message]:
         size += group_size
     filled = [blocks for blocks in messages if blocks]
     total = len(filled)
+    title = escape(title)
     return [
         Message(text=f"{title} ({index}/{total})" if total > 1 else title, blocks=blocks)
         for index, blocks in enumerate(filled, start=1)
@@ -155,8 +159,8 @@ def pack(groups: Iterable[list[Block]], title: str) -> list[Message]:
 
 
 def summary_text(report: TriageReport) -> str:
-    """Write the one-line fallback text: the overall status and the worst findings."""
-    bad = [finding.title for finding in report.findings if finding.status in {"critical", "warn"}]
+    """Write the one-line fallback text (mrkdwn): the overall status and the worst findings."""
+    bad = [escape(finding.title) for finding in report.findings if finding.status in {"critical", "warn"}]
     text = f"Triage: {report.status}"
     if bad:
         text += " — " + ", ".join(bad[:5]) + (" …" if len(bad) > 5 else "")
@@ -172,7 +176,7 @@ def triage_blocks(report: TriageReport) -> list[Block]:
     """Build the channel message: status, counts, one line per finding (worst first)."""
     slowest = _slowest(report)
     blocks: list[Block] = [header(f"Triage: {report.status.upper()}")]
-    intro = f"*{_counts_text(report)}* — rates over the last {report.window}"
+    intro = f"*{_counts_text(report)}* — rates over the last {escape(report.window)}"
     blocks.append(section(intro))
     lines = "\n".join(finding_line(finding) for finding in report.findings)
     blocks += sections("", lines)
@@ -350,7 +354,7 @@ def lookup_reply(report: LookupReport) -> SlackReply:
         span = report.entries[-1].time - report.entries[0].time
         facts += f", over {span.total_seconds():.3f} s"
     if not report.entries:
-        facts = f"Nothing mentions `{report.id}` in the logs or the audit log."
+        facts = f"Nothing mentions `{escape(report.id)}` in the logs or the audit log."
     blocks.append(section(facts))
     blocks += _main_entries(report.entries)
     notes = [f"{_scan_text(report.scan)} in {_seconds(report.duration_ms)}"]
@@ -362,7 +366,7 @@ def lookup_reply(report: LookupReport) -> SlackReply:
     blocks.append(context(escape(" · ".join(notes))))
     hint = f"`chatops triage {report.kind} {report.id} --json` prints them all"
     thread = _entries_thread(report.entries, f"{what} {report.id}", hint)
-    return SlackReply(main=Message(text=lookup_summary(report), blocks=blocks), thread=thread)
+    return SlackReply(main=Message(text=escape(lookup_summary(report)), blocks=blocks), thread=thread)
 
 
 def _logs_title(report: LogsReport) -> str:
@@ -387,7 +391,7 @@ def logs_reply(report: LogsReport) -> SlackReply:
     blocks.append(context(escape(" · ".join(notes))))
     thread = _entries_thread(report.entries, title, "narrow the filters or use the terminal with --json")
     summary = f"{title}: {report.matched} matching, {len(report.entries)} shown"
-    return SlackReply(main=Message(text=summary, blocks=blocks), thread=thread)
+    return SlackReply(main=Message(text=escape(summary), blocks=blocks), thread=thread)
 
 
 def _entries_table(entries: Sequence[LogEntry]) -> Table:

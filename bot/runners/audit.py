@@ -7,9 +7,10 @@ import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from bot.config import Settings
+from bot.gate.authz import Role
 from bot.invocation import Invocation
 from bot.services import Services
 from commands import audit
@@ -25,6 +26,24 @@ def limits(settings: Settings) -> audit.Limits:
         max_limit=settings.audit_max_limit,
         max_window=timedelta(days=settings.audit_max_window_days),
         export_max_rows=settings.audit_export_max_rows,
+    )
+
+
+def expensive_read(tokens: list[str], settings: Settings) -> tuple[Role, str] | None:
+    """Return the role a large export needs (CHATOPS_AUDIT_EXPORT_LARGE_ROLE) and why; None otherwise.
+
+    An export's size is its `limit=` (CHATOPS_AUDIT_EXPORT_MAX_ROWS when not given): known before
+    any query, and the most it will write. Matching rows are not counted first.
+    """
+    request = audit.parse(tokens, limits(settings))
+    largest = settings.audit_export_large_rows
+    if not isinstance(request, audit.ExportRequest) or request.limit <= largest:
+        return None
+    role = cast(Role, settings.audit_export_large_role)
+    return role, (
+        f"an export of up to {request.limit:,} rows needs the {role} role (an export's size is its"
+        f" limit=, {settings.audit_export_max_rows:,} when not given; rows are not counted first)."
+        + (f" For at most {largest:,} rows, add limit={largest}." if largest else "")
     )
 
 

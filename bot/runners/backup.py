@@ -75,5 +75,9 @@ async def execute(services: Services, plan: Plan, progress: Progress) -> Executi
 
 
 def required_role(tokens: list[str]) -> Role:
-    """Return the role `/backup` needs: pruning deletes backups, so it is for operators."""
-    return "operator" if tokens[:1] == ["prune"] else "responder"
+    """Return the role `/backup` needs: pruning deletes backups, so it is for operators.
+
+    Read from the parsed arguments, as `run` reads them: `keep-days=1 prune` is a prune too.
+    Text the grammar refuses raises its UsageError: it would run nothing.
+    """
+    return "operator" if isinstance(backup.parse(tokens), backup.PruneArgs) else "responder"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 from urllib.parse import urlencode
 
 import asyncpg
@@ -17,6 +18,8 @@ import structlog
 from slack_sdk.errors import SlackApiError
 
 from adapters.postgres import PostgresAdapter
+from bot.config import Settings
+from bot.gate.authz import Role
 from bot.invocation import Invocation
 from bot.render.common import Upload
 from bot.render.picture import render, upload_of
@@ -110,11 +113,27 @@ def marker_sources(services: Services) -> list[graph.MarkerSource]:
 
 def checklist_of(services: Services) -> Checklist | None:
     """Return the triage checklist, or None (the built-in graphs only) when it cannot be read."""
+    return checklist_for(services.settings)
+
+
+def checklist_for(settings: Settings) -> Checklist | None:
+    """Return the settings' triage checklist, or None when it cannot be read."""
     try:
-        return load_checklist(services.settings.triage_checklist)
+        return load_checklist(settings.triage_checklist)
     except ChecklistError:
         # Validated at start-up; a file broken since then must not take the graphs down with it.
         return None
+
+
+def expensive_read(tokens: list[str], settings: Settings) -> tuple[Role, str] | None:
+    """Return the role any PromQL needs (CHATOPS_PROMQL_ROLE) and why; None for a named graph."""
+    if graph.is_named(graph.parse(tokens).target, checklist_for(settings)):
+        return None
+    role = cast(Role, settings.promql_role)
+    return role, (
+        f"a PromQL expression needs the {role} role;"
+        " the named graphs (5xx, p95, a check id of the triage checklist) need only a viewer"
+    )
 
 
 async def run(services: Services, tokens: list[str], invocation: Invocation) -> graph.GraphReport:

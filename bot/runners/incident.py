@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -14,11 +12,11 @@ from bot.runners.graph import key_metrics_upload
 from bot.services import Services
 from bot.slack.errors import slack_error_code
 from bot.slack.incidents import publish, user_resolver
+from bot.slack.membership import channel_access
 from commands import incident as incident_command
 from commands.incident import IncidentResult
 
 _READ_ONLY = frozenset({"timeline", "contacts"})
-_LEADING_OPTION = re.compile(r"^(inc|incident|channel)=", re.IGNORECASE)
 
 
 async def run(services: Services, tokens: list[str], invocation: Invocation) -> IncidentResult:
@@ -34,6 +32,8 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
         channel_id=invocation.channel_id or settings.incident_channel,
         contacts=settings.incident_contacts,
         resolve_user=user_resolver(client) if client is not None else None,
+        # From Slack, an incident answers only in its own channel (or to that channel's members).
+        access=channel_access(client, invocation),
     )
     published = await publish(client, store, result, settings.incident_contacts)
     if args.graph and published.outcome == "updated" and client is not None:
@@ -63,11 +63,11 @@ async def attach_graph(services: Services, client: AsyncWebClient, result: Incid
 
 
 def required_role(tokens: list[str]) -> Role:
-    """Reading an incident (timeline, contacts) needs a viewer; changing it needs a responder."""
-    words = " ".join(tokens).split()
-    while words and _LEADING_OPTION.match(words[0]):
-        words.pop(0)
-    return "viewer" if words and words[0].lower() in _READ_ONLY else "responder"
+    """Reading an incident (timeline, contacts) needs a viewer; changing it needs a responder.
+
+    Read from the parsed arguments, as `run` reads them, so options anywhere give the same role.
+    """
+    return "viewer" if incident_command.parse(tokens).action in _READ_ONLY else "responder"
 
 
 def slack_text(text: str) -> list[str]:

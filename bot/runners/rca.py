@@ -20,10 +20,11 @@ from bot.runners.backup import backup_store
 from bot.runners.graph import incident_graph_links
 from bot.services import Services
 from bot.slack.errors import slack_error_code
+from bot.slack.membership import channel_access
 from commands import rca
 from commands.backup_store import backup_time
 from commands.base import UsageError
-from commands.incident import is_user_id
+from commands.incident import check_access, is_user_id
 from commands.rca import RcaResult
 
 log = structlog.get_logger("chatops.rca")
@@ -124,6 +125,8 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
     incident = await find_incident(
         store, args.incident_id, invocation.channel_id or settings.incident_channel
     )
+    # From Slack, `/rca N` works only in INC-N's channel (or for a member of it).
+    await check_access(incident, channel_access(client, invocation))
     actor = invocation.user_id or "terminal"
     if args.file and await store.draft(incident.id) is not None and args.language is None:
         # File what the preview showed; re-rendering first could file something nobody has read.

@@ -42,8 +42,11 @@ async def execute(services: Services, plan: Plan, progress: Progress) -> Executi
 
 
 def required_role(tokens: list[str]) -> Role:
-    """Return the role `/restore` needs: anyone may list, a test restore is work for responders."""
-    first = tokens[0] if tokens else ""
-    if first == "list":
+    """Return the role `/restore` needs: anyone may list, a test restore is work for responders.
+
+    Read from the parsed arguments, as `run` reads them, wherever the options are.
+    """
+    args = restore.parse(tokens)
+    if isinstance(args, restore.ListArgs):
         return "viewer"
-    return "responder" if first == "verify" else "operator"
+    return "responder" if isinstance(args, restore.VerifyArgs) else "operator"

@@ -43,7 +43,10 @@ async def record(
     actor: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> str | None:
-    """Add a timeline entry to the channel's open incident; return its thread ts, or None."""
+    """Add a timeline entry to the channel's open incident; return its thread ts, or None.
+
+    `text` is mrkdwn whose outside words the caller escaped: the timeline shows it as it is.
+    """
     if not channel_id:
         return None
     try:
@@ -74,7 +77,10 @@ async def post_in_thread(
     text: str,
     actor: str | None = None,
 ) -> str | None:
-    """Record an event in the channel's open incident and post it in its thread; return the post's ts."""
+    """Record an event in the channel's open incident and post it in its thread; return the post's ts.
+
+    `text` is mrkdwn whose outside words the caller escaped, as for `record`.
+    """
     thread_ts = await record(state_db, channel_id, kind, text, actor)
     try:
         answer = await client.chat_postMessage(

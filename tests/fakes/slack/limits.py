@@ -54,6 +54,7 @@ METHOD_TIERS: dict[str, int] = {
     "conversations.info": 3,
     "conversations.invite": 3,
     "conversations.join": 3,
+    "conversations.members": 4,
     "conversations.open": 3,
     "conversations.replies": 3,
     "files.completeUploadExternal": 4,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from typing import Any
@@ -14,6 +15,9 @@ from tests.fakes.slack.state import WorkspaceState
 # underscores, and must be 80 characters or less" (docs.slack.dev/reference/methods/conversations.create).
 CHANNEL_NAME = re.compile(r"[a-z0-9_-]+")
 MAX_CHANNEL_NAME = 80
+# conversations.members: `limit` defaults to 100; the fake answers at most 1000 ids a page.
+MEMBERS_PAGE = 100
+MAX_MEMBERS_PAGE = 1000
 
 
 def _refuse(error: str, reason: str) -> Rejection:
@@ -179,6 +183,32 @@ class WebApiMethods(WorkspaceState):
             messages = [dict(parent)] + [dict(m) for m in replies]
         return {"ok": True, "messages": messages, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
+    def _api_conversations_members(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """List a channel's members a page at a time (`limit`, default 100; `cursor` from the last page)."""
+        channel = self._channel_for(call.method, call.params.get("channel"))
+        with self._lock:
+            info = self.channels[channel]
+            if info["is_im"]:
+                self._need_scope("im:read")
+            elif info["is_mpim"]:
+                self._need_scope("mpim:read")
+            else:
+                self._need_scope("groups:read" if info["is_private"] else "channels:read")
+            members = self._members_of(channel)
+        try:
+            limit = int(call.params.get("limit") or MEMBERS_PAGE)
+            start = int(base64.b64decode(str(call.params.get("cursor") or "")).decode() or 0)
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise _refuse("invalid_cursor", "the cursor is not one this fake gave") from None
+        if start < 0:
+            raise _refuse("invalid_cursor", "the cursor is not one this fake gave")
+        if limit < 1:
+            raise _refuse("invalid_limit", f"limit={limit}")
+        # "Fewer than the requested number of items may be returned": at most 1000 a page here.
+        end = start + min(limit, MAX_MEMBERS_PAGE)
+        cursor = base64.b64encode(str(end).encode()).decode() if end < len(members) else ""
+        return {"ok": True, "members": members[start:end], "response_metadata": {"next_cursor": cursor}}
+
     def _api_conversations_join(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
         """Join a public channel (scope channels:join), as Slack lets an app do itself."""
         self._need_scope("channels:join")
@@ -203,6 +233,8 @@ class WebApiMethods(WorkspaceState):
                 raise _refuse("not_in_channel", f"the bot is not a member of {channel['id']}")
             if self.bot_user_id in users:
                 raise _refuse("cant_invite_self", "the bot cannot invite itself")
+            known = self.channel_members.setdefault(channel["id"], [])
+            known += [user for user in users if user not in known]
             return {"ok": True, "channel": dict(channel)}
 
     def _api_conversations_create(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
@@ -243,6 +275,16 @@ class WebApiMethods(WorkspaceState):
         if user is None:
             raise _refuse("user_not_found", f"no user {call.params.get('user')!r}")
         return {"ok": True, "user": user}
+
+    def _api_users_list(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """List the users added with add_user(), a page at a time (`limit`, `cursor`) as Slack does."""
+        with self._lock:
+            members = sorted(self.users.values(), key=lambda user: str(user["id"]))
+        limit = max(1, min(int(call.params.get("limit") or 200), 1000))
+        start = int(call.params.get("cursor") or 0) if str(call.params.get("cursor") or "0").isdigit() else 0
+        page = members[start : start + limit]
+        following = str(start + limit) if start + limit < len(members) else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": following}}
 
     def _api_usergroups_users_list(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
         """Answer with the membership set by set_usergroup()."""

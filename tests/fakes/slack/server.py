@@ -99,6 +99,7 @@ class FakeSlack(WebApiMethods):
         self.channels: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}
+        self.channel_members: dict[str, list[str]] = {}
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._faults: list[Fault] = []
         self._overrides: dict[str, ResponseFactory] = {}

@@ -63,6 +63,9 @@ ACCESS: dict[str, Access] = {
     "pins.add": Access(None, "not_in_channel", "channel_not_found"),
     "conversations.info": Access(None, None, "channel_not_found"),
     "conversations.replies": Access(None, None, "channel_not_found"),
+    # A public channel's members are listed to any app with channels:read; a private one's only
+    # to an app in it (docs.slack.dev/reference/methods/conversations.members).
+    "conversations.members": Access(None, None, "channel_not_found"),
     "files.completeUploadExternal": Access("invalid_channel", "not_in_channel", "invalid_channel"),
 }
 
@@ -88,6 +91,9 @@ class WorkspaceState:
     channels: dict[str, dict[str, Any]]
     users: dict[str, dict[str, Any]]
     usergroups: dict[str, list[str]]
+    # The people in each declared channel (set_channel_members, conversations.invite); the bot
+    # is in it when the channel's is_member says so.
+    channel_members: dict[str, list[str]]
     _messages: dict[str, list[dict[str, Any]]]
     _lock: threading.RLock
     _ids: Any
@@ -143,6 +149,17 @@ class WorkspaceState:
         """Invite the bot to a declared channel, or remove it."""
         with self._lock:
             self._declared(channel_id)["is_member"] = is_member
+
+    def set_channel_members(self, channel_id: str, user_ids: list[str]) -> None:
+        """Set who (besides the bot, per is_member) is in a declared channel: conversations.members."""
+        with self._lock:
+            self._declared(channel_id)
+            self.channel_members[channel_id] = list(dict.fromkeys(user_ids))
+
+    def _members_of(self, channel_id: str) -> list[str]:
+        """Return the channel's members as conversations.members lists them (lock held)."""
+        people = [user for user in self.channel_members.get(channel_id, []) if user != self.bot_user_id]
+        return ([self.bot_user_id] if self.channels[channel_id]["is_member"] else []) + people
 
     def archive_channel(self, channel_id: str, archived: bool = True) -> None:
         """Archive a declared channel (or bring it back with `archived=False`)."""
