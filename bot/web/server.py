@@ -72,6 +72,20 @@ def startup_warnings(settings: Settings) -> list[str]:
     warnings = []
     if settings.alertmanager_token is None:
         warnings.append("CHATOPS_ALERTMANAGER_TOKEN is not set: POST /alerts refuses every request (401)")
+    if settings.secret_key is None:
+        warnings.append(
+            "CHATOPS_SECRET_KEY is not set: MFA cannot work, so every destructive command is refused,"
+            " and the audit trail is chained but not keyed"
+        )
+    if settings.state_owner_database_url is None:
+        warnings.append(
+            "CHATOPS_STATE_OWNER_DATABASE_URL is not set: the bot's runtime role owns its tables and could"
+            " disable the audit trail's triggers"
+        )
+    if not settings.trail_anchor_store.strip():
+        warnings.append(
+            "CHATOPS_TRAIL_ANCHOR_STORE is empty: deleting the newest trail entries cannot be told"
+        )
     if settings.socket_mode:
         warnings.append("Socket Mode: /slack/events is not served; Slack's requests come over the websocket")
     elif settings.slack_signing_secret is None:
