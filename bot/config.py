@@ -89,8 +89,12 @@ class Settings(BaseSettings):
     incident_channel: str | None = None
     # The runbook's emergency contacts, as JSON: [{"role": ..., "area": ..., "contact": ...}, ...].
     incident_contacts: list[Contact] = Field(default_factory=lambda: list(RUNBOOK_CONTACTS))
-    # Bearer token Alertmanager must send to POST /alerts (http_config.authorization); none: no check.
+    # Bearer token Alertmanager must send to POST /alerts (http_config.authorization); none: refuse all.
     alertmanager_token: SecretStr | None = None
+    # A firing alert of this severity or worse (info < warning < error < critical) triages itself
+    # into its thread; "none" turns it off. Once per alert group within the cool-down.
+    alert_triage_severity: str = Field(default="critical", pattern=r"^(none|info|warning|error|critical)$")
+    alert_triage_cooldown_seconds: int = Field(default=600, ge=0, le=86400)
     # Language of RCA drafts (templates/rca.<language>.md.j2): en or pt.
     rca_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
     # Where the RCA templates are; empty: found beside the code or in the working directory.
@@ -170,6 +174,14 @@ class Settings(BaseSettings):
     shutdown_drain_seconds: float = Field(default=30.0, ge=0, le=600)
     log_level: str = "INFO"
     sandbox_dir: Path = DEFAULT_SANDBOX_DIR
+    # The sandbox's alerting: its Alertmanager (fed by its Prometheus with monitoring/alerts.yml),
+    # the webhook it posts to with CHATOPS_ALERTMANAGER_TOKEN as bearer token (empty: this bot's
+    # http://127.0.0.1:{http_port}/alerts), and the `for:` every rule gets there (empty: the rules'
+    # own). The faulty release v2.0.6 fails /health, or passes it and answers 5xx under traffic.
+    sandbox_alertmanager_url: str = Field(default="http://127.0.0.1:9093", pattern=r"^https?://\S+$")
+    sandbox_alert_webhook_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
+    sandbox_alert_for: str = Field(default="30s", pattern=r"^(\d+[smh])*$")
+    sandbox_faulty_release: str = Field(default="fails-health", pattern=r"^(fails|passes)-health$")
 
     @field_validator(
         "log_paths",

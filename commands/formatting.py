@@ -67,3 +67,18 @@ def format_bytes(value: float, compact: bool = False) -> str:
 def elapsed_ms(started: float) -> float:
     """Return the milliseconds since `started` (a `time.perf_counter()` reading), to 0.1 ms."""
     return round((time.perf_counter() - started) * 1000, 1)
+
+
+def format_span(seconds: float) -> str:
+    """Write a length of time for people: 45 s, 1 min 40 s, 2 h 5 min, 3 d 4 h."""
+    total = max(0, round(seconds))
+    for unit, size, smaller, small_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "min", 60),
+        ("min", 60, "s", 1),
+    ):
+        if total >= size:
+            whole, rest = divmod(total, size)
+            part = rest // small_size
+            return f"{whole} {unit}" + (f" {part} {smaller}" if part else "")
+    return f"{total} s"

@@ -7,11 +7,13 @@ import secrets
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.listeners.changes import way_back_handler
 from bot.listeners.commands import command_handler
 from bot.listeners.gate import cancel_handler, confirm_handler, mfa_view_handler
 from bot.listeners.incidents import register as register_incident_actions
 from bot.listeners.mfa import enroll_view_handler, mfa_handler, reset_view_handler
 from bot.registry import COMMANDS
+from bot.render.changes import WAY_BACK_ACTION
 from bot.render.gate import CANCEL_ACTION, CONFIRM_ACTION, MFA_VIEW
 from bot.render.mfa import ENROLL_VIEW, RESET_VIEW
 from bot.runtime import Runtime
@@ -36,5 +38,6 @@ def build_slack_app(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
     app.view(MFA_VIEW)(mfa_view_handler(runtime))
     app.view(ENROLL_VIEW)(enroll_view_handler(runtime))
     app.view(RESET_VIEW)(reset_view_handler(runtime))
+    app.action(WAY_BACK_ACTION)(way_back_handler(runtime))
     register_incident_actions(app, runtime)
     return app

@@ -40,8 +40,9 @@ async def propose(
     respond: Responder | None,
     proposal: Proposal,
     invocation: Invocation,
+    thread_ts: str | None = None,
 ) -> Approval | None:
-    """Record a plan with the gate and post it with Confirm and Cancel buttons."""
+    """Record a plan with the gate and post it with Confirm and Cancel buttons (in `thread_ts` if given)."""
     channel = invocation.channel_id or ""
     try:
         approval = await runtime.gate.propose(proposal, invocation)
@@ -49,9 +50,10 @@ async def propose(
         await tell_caller(client, respond, channel, invocation.user_id or "", error_text(refusal.message))
         return None
     message = plan_message(approval)
-    thread_ts = await incidents.record(
+    incident_thread = await incidents.record(
         runtime.services.state_db, channel, f"/{approval.command}", message.text, invocation.user_id
     )
+    thread_ts = thread_ts or incident_thread
     answer = await client.chat_postMessage(
         channel=channel, text=message.text, blocks=message.blocks, thread_ts=thread_ts
     )

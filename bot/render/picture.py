@@ -35,6 +35,8 @@ MARKER_COLOURS = {
     "flag": "#b15928",
     "alert": "#e31a1c",
     "drill": "#666666",
+    "deploy": "#ff7f00",
+    "onset": "#000000",
 }
 OTHER_MARKER_COLOUR = "#444444"
 MAX_MARKERS_LISTED = 10

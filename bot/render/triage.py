@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from bot.render.changes import changes_blocks, changes_reply, changes_terminal
 from bot.render.common import (
     SECTION_LIMIT,
     STATUS_EMOJI,
@@ -26,6 +27,7 @@ from bot.render.common import (
 )
 from bot.render.picture import upload_of
 from commands.base import CommandResult
+from commands.changes import ChangesReport
 from commands.formatting import format_bytes
 from commands.graph import GraphReport
 from commands.triage import (
@@ -57,6 +59,8 @@ def slack(result: CommandResult) -> SlackReply:
         return lookup_reply(result)
     if isinstance(result, LogsReport):
         return logs_reply(result)
+    if isinstance(result, ChangesReport):
+        return changes_reply(result)
     raise TypeError(f"not a /triage result: {type(result).__name__}")
 
 
@@ -68,6 +72,8 @@ def terminal(result: CommandResult, console: Console) -> None:
         lookup_terminal(result, console)
     elif isinstance(result, LogsReport):
         logs_terminal(result, console)
+    elif isinstance(result, ChangesReport):
+        changes_terminal(result, console)
     else:
         raise TypeError(f"not a /triage result: {type(result).__name__}")
 
@@ -228,7 +234,10 @@ class TriageWithGraph(TriageReport):
 
 def triage_reply(report: TriageReport) -> SlackReply:
     """Build the reply: the summary in the channel, every finding's evidence and the graph in the thread."""
-    main = Message(text=summary_text(report), blocks=triage_blocks(report))
+    blocks = triage_blocks(report)
+    if report.changes is not None:
+        blocks += changes_blocks(report.changes)
+    main = Message(text=summary_text(report), blocks=blocks)
     thread = pack((finding_blocks(finding) for finding in report.findings), "Triage evidence")
     files = []
     if isinstance(report, TriageWithGraph) and report.graph is not None:
@@ -269,6 +278,9 @@ def triage_terminal(report: TriageReport, console: Console) -> None:
             console.print(f"[bold]Next steps — {escape_markup(advice.title)}[/] [dim]({source})[/]")
             for number, step in enumerate(advice.steps, start=1):
                 console.print(f"  {number}. {escape_markup(step)}")
+    if report.changes is not None:
+        console.print()
+        changes_terminal(report.changes, console)
     slowest = _slowest(report)
     timing = f"{len(report.findings)} checks in {_seconds(report.duration_ms)}"
     if slowest is not None:

@@ -27,7 +27,7 @@ from bot.services import Services
 from bot.slack.errors import slack_error_code
 from commands import graph
 from commands.rca import GraphLink
-from commands.triage_checklist import Checklist, ChecklistError, load_checklist
+from commands.triage_checklist import Checklist, ChecklistError, load_checklist, render_query
 
 log = structlog.get_logger("chatops.graphs")
 
@@ -156,14 +156,28 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
 
 
 async def key_metrics_report(
-    services: Services, since: timedelta | None = None, end: datetime | None = None
+    services: Services,
+    since: timedelta | None = None,
+    end: datetime | None = None,
+    extra: list[graph.Marker] | None = None,
 ) -> graph.GraphReport:
-    """Draw the 5xx ratio and P95 latency (two panels) of the window ending at `end` (default now)."""
+    """Draw the 5xx ratio and P95 latency (two panels) of the window ending at `end` (default now).
+
+    `extra` markers (an onset, a suspect change) are drawn beside the bot's own actions.
+    """
     settings = services.settings
+    sources = marker_sources(services)
+    if extra:
+        fixed = list(extra)
+
+        async def given(start: datetime, stop: datetime) -> list[graph.Marker]:
+            return fixed
+
+        sources.append(given)
     report = await graph.key_metrics(
         services.prometheus,
         checklist_of(services),
-        marker_sources(services),
+        sources,
         since=since or settings.graph_window,
         resolution=timedelta(seconds=settings.graph_step_seconds),
         timeout=settings.graph_timeout_seconds,
@@ -184,16 +198,29 @@ async def key_metrics_upload(
     return upload
 
 
+# Prometheus's graph page draws about this many points by default (its step is the range / 250).
+PROMETHEUS_PAGE_POINTS = 250
+
+
 def prometheus_links(services: Services, start: datetime, end: datetime) -> list[GraphLink]:
-    """Link Prometheus's own graph page for the 5xx ratio and P95 over a window (live, zoomable)."""
-    named = graph.named_targets(checklist_of(services))
+    """Link Prometheus's own graph page for the 5xx ratio and P95 over a window (live, zoomable).
+
+    `$window` is filled as /graph fills it: the checklist's window, widened to two of the page's steps.
+    """
+    checklist = checklist_of(services)
+    named = graph.named_targets(checklist)
     minutes = max(1, int((end - start).total_seconds() // 60) + 1)
+    page_step = max(
+        timedelta(seconds=services.settings.graph_step_seconds),
+        timedelta(minutes=minutes) / PROMETHEUS_PAGE_POINTS,
+    )
+    rate = graph.rate_window(checklist, page_step)
     links = []
     for key in (graph.FIVE_XX, graph.P95):
         target = named[key]
         query = urlencode(
             {
-                "g0.expr": target.query,
+                "g0.expr": render_query(target.query, rate),
                 "g0.tab": "0",
                 "g0.range_input": f"{minutes}m",
                 "g0.end_input": f"{end.astimezone(UTC):%Y-%m-%d %H:%M:%S}",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Literal
 
 from bot.invocation import Invocation
 from bot.render.triage import TriageWithGraph
 from bot.runners import graph as graph_runner
+from bot.runners.changes import change_sources
 from bot.services import Services
 from commands import triage
 from commands.base import CommandResult
-from commands.triage_checklist import DEFAULT_CHECKLIST, load_checklist
+from commands.changes import ChangesReport, what_changed
+from commands.graph import Marker
+from commands.triage_checklist import DEFAULT_CHECKLIST, Checklist, PromqlCheck, load_checklist
 
 
 def sources(services: Services) -> triage.TriageSources:
@@ -31,16 +34,67 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
     """Run the checklist (or a lookup); in Slack, draw the key metrics meanwhile for the thread."""
     command = triage.parse(tokens)
     settings = services.settings
+    checklist = load_checklist(settings.triage_checklist)
     checks = triage.run(
         command,
         sources(services),
-        load_checklist(settings.triage_checklist),
+        checklist,
         checklist_path=str(settings.triage_checklist or DEFAULT_CHECKLIST.name),
         default_timeout=settings.triage_check_timeout_seconds,
     )
-    if invocation.source == "cli" or not isinstance(command, triage.TriageArgs):
+    if isinstance(command, triage.ChangesArgs):
+        checks.close()  # the checklist is not run: only what changed, and which check broke
+        return await what_changed(
+            services.prometheus,
+            checklist,
+            [(check.id, "warn") for check in checklist.checks if isinstance(check, PromqlCheck)],
+            change_sources(services),
+            since=command.since,
+            timeout=settings.dependency_timeout_seconds,
+        )
+    if not isinstance(command, triage.TriageArgs):
         return await checks
-    report, picture = await asyncio.gather(checks, graph_runner.key_metrics_report(services))
+    report = await checks
     if not isinstance(report, triage.TriageReport):
         return report
+    report = await with_changes(services, report, checklist)
+    if invocation.source == "cli":
+        return report
+    # In Slack the thread also gets the last hour of the 5xx ratio and P95, onsets and suspects marked.
+    picture = await graph_runner.key_metrics_report(services, extra=change_markers(report.changes))
     return TriageWithGraph(**dict(report), graph=picture)
+
+
+async def with_changes(
+    services: Services, report: triage.TriageReport, checklist: Checklist
+) -> triage.TriageReport:
+    """Add, for breached checks, when each crossed its threshold and what changed just before."""
+    breached: list[tuple[str, Literal["warn", "critical"]]] = [
+        (finding.id, finding.status) for finding in report.findings if finding.status in ("warn", "critical")
+    ]
+    if not breached:
+        return report
+    changes = await what_changed(
+        services.prometheus,
+        checklist,
+        breached,
+        change_sources(services),
+        timeout=services.settings.dependency_timeout_seconds,
+    )
+    return report.model_copy(update={"changes": changes})
+
+
+def change_markers(changes: ChangesReport | None) -> list[Marker]:
+    """Mark each onset, and each suspect change, on the key metrics graph."""
+    if changes is None:
+        return []
+    markers = [
+        Marker(at=onset.at, kind="onset", label=f"{onset.title} crossed {onset.level}")
+        for onset in changes.onsets
+        if onset.at is not None
+    ]
+    markers += [
+        Marker(at=suspect.change.at, kind="deploy", label=suspect.change.label)
+        for suspect in changes.suspects
+    ]
+    return markers

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from adapters.incident_store import AlertMessage, Incident, IncidentStore
 from bot.render.alert import alert_message
 from bot.services import Services
+from bot.web.alert_triage import AlertTriage
 from bot.web.slack_requests import Refusal, read_body
 from commands.alert import Alert, Notification
 
@@ -32,8 +33,10 @@ log = structlog.get_logger("chatops.alerts")
 Outcome = Literal["posted", "updated", "resolved", "ignored", "failed"]
 
 
-def alerts_endpoint(services: Services, client: AsyncWebClient) -> Callable[[Request], Awaitable[Response]]:
-    """Build the POST /alerts handler."""
+def alerts_endpoint(
+    services: Services, client: AsyncWebClient, triage: AlertTriage | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """Build the POST /alerts handler; with `triage`, alerts of its severity triage themselves."""
     settings = services.settings
     store = IncidentStore(services.state_db)
 
@@ -64,6 +67,10 @@ def alerts_endpoint(services: Services, client: AsyncWebClient) -> Callable[[Req
         outcomes: dict[str, Outcome] = {}
         for alert in notification.alerts:
             outcomes[alert.fingerprint] = await take(store, client, channel, notification, alert)
+            if triage is not None and outcomes[alert.fingerprint] == "posted" and triage.wanted(alert):
+                posted = await store.alert_by_fingerprint(alert.fingerprint)
+                if posted is not None:
+                    triage.start(notification.group_key, posted)
         failed = [fingerprint for fingerprint, outcome in outcomes.items() if outcome == "failed"]
         log.info("alerts_received", group=notification.group_key, outcomes=outcomes)
         # A 5xx makes Alertmanager retry the whole notification; what did get posted is then edited.

@@ -23,6 +23,7 @@ from bot.render.common import escape
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
 from bot.state import migrate, runtime_role
+from bot.web.alert_triage import AlertTriage
 from bot.web.alerts import alerts_endpoint
 from bot.web.fast_ack import FastAck
 from bot.web.replay import ReplayGuard
@@ -46,11 +47,12 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    triage = AlertTriage(services, slack_app.client)
     routes = [
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         # Alertmanager's webhook (version 4): alerts into the incident channel.
-        Route("/alerts", alerts_endpoint(services, slack_app.client), methods=["POST"]),
+        Route("/alerts", alerts_endpoint(services, slack_app.client, triage), methods=["POST"]),
     ]
     events: FastAck | None = None
     if not settings.socket_mode and settings.slack_signing_secret is not None:
@@ -64,6 +66,7 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
     app = Starlette(routes=routes)
     # serve() waits on it at shutdown: acknowledged requests may still be queued for Bolt.
     app.state.fast_ack = events
+    app.state.alert_triage = triage
     return app
 
 
@@ -200,6 +203,7 @@ async def serve(settings: Settings) -> int:
         # handlers, then let every handler finish.
         if web_app.state.fast_ack is not None:
             await web_app.state.fast_ack.drain(timeout=settings.shutdown_drain_seconds)
+        await web_app.state.alert_triage.drain(timeout=settings.shutdown_drain_seconds)
         left = await runtime.in_flight.drain(timeout=settings.shutdown_drain_seconds)
         log.info("drained", still_running=left)
         if slack_app.client.session is not None:

@@ -19,7 +19,7 @@ from commands.base import (
 
 USAGE = (
     "/triage [window=5m] | trace <trace_id> | request <request_id>"
-    " | logs [level] [path] [since=15m] [limit=50]"
+    " | logs [level] [path] [since=15m] [limit=50] | changes [since=2h]"
 )
 
 MIN_WINDOW = timedelta(seconds=10)
@@ -56,7 +56,14 @@ class LogsArgs(BaseModel):
     limit: int = DEFAULT_LOGS_LIMIT
 
 
-TriageCommand = TriageArgs | LookupArgs | LogsArgs
+class ChangesArgs(BaseModel):
+    """What changed in the window, and which breached check it came just before."""
+
+    since: timedelta = timedelta(hours=2)
+
+
+TriageCommand = TriageArgs | LookupArgs | LogsArgs | ChangesArgs
+MAX_CHANGES_SINCE = timedelta(days=7)
 
 
 def parse(tokens: list[str]) -> TriageCommand:
@@ -78,7 +85,11 @@ def parse(tokens: list[str]) -> TriageCommand:
         return LookupArgs(kind="request", id=parse_request_id(raw, USAGE))
     if lowered == "logs":
         return _parse_logs(args)
-    raise args.fail(f"unknown subcommand `{sub[:40]}` (use trace, request or logs)")
+    if lowered == "changes":
+        since = args.option("since", lambda text: parse_duration(text, maximum=MAX_CHANGES_SINCE), None)
+        args.done()
+        return ChangesArgs(since=since) if since is not None else ChangesArgs()
+    raise args.fail(f"unknown subcommand `{sub[:40]}` (use trace, request, logs or changes)")
 
 
 def _window(text: str) -> timedelta:
@@ -153,6 +164,8 @@ def unparse(command: TriageCommand) -> list[str]:
         return [] if command.window is None else [f"window={format_duration(command.window)}"]
     if isinstance(command, LookupArgs):
         return [command.kind, command.id]
+    if isinstance(command, ChangesArgs):
+        return ["changes", f"since={format_duration(command.since)}"]
     tokens = ["logs"]
     if command.level:
         tokens.append(command.level)

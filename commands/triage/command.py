@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from commands.base import CommandResult
-from commands.triage.args import LogsArgs, LookupArgs, TriageCommand
+from commands.triage.args import ChangesArgs, LogsArgs, LookupArgs, TriageCommand
 from commands.triage.lookups import run_logs, run_lookup
 from commands.triage.orchestration import run_triage
 from commands.triage.sources import TriageSources
@@ -24,6 +24,8 @@ async def run(
         return await run_lookup(command, sources.log_paths, sources.platform_db, lookup_timeout)
     if isinstance(command, LogsArgs):
         return await run_logs(command, sources.log_paths, sources.clock())
+    if isinstance(command, ChangesArgs):
+        raise TypeError("/triage changes needs the bot's change sources: its runner answers it")
     return await run_triage(
         command, sources, checklist, checklist_path=checklist_path, default_timeout=default_timeout
     )

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from commands.base import CommandResult
+from commands.changes import ChangesReport
 
 Status = Literal["ok", "warn", "critical", "unknown"]
 # Worst first: what needs a human now, then what could not be checked, then what is fine.
@@ -65,6 +66,8 @@ class TriageReport(CommandResult):
     checked_at: datetime
     duration_ms: float
     checklist: str
+    # For breached checks: when each crossed its threshold, and what changed just before.
+    changes: ChangesReport | None = None
 
     @property
     def ok(self) -> bool:
