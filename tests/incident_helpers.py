@@ -112,6 +112,8 @@ async def incident_bot(
         "incident_channel": CHANNEL,
         # /alerts fails closed without a token: the bot under test has one, as a deployment would.
         "alertmanager_token": ALERT_TOKEN,
+        # Alerts triaging themselves have tests of their own (test_alert_triage.py).
+        "alert_triage_severity": "none",
     }
     if github is not None:
         settings |= {"github_token": TOKEN, "github_repo": github.repo, "github_api_url": github.url}
