@@ -26,7 +26,13 @@ from adapters.postgres import PostgresAdapter
 from commands.base import CommandResult, UsageError
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
 
-USAGE = "/rollback list | /rollback <version> | /rollback flag NAME=value"
+USAGE = (
+    "/rollback list | /rollback <version> | /rollback flag NAME=value"
+    " | /rollback flag NAME unset | /rollback flag NAME empty"
+)
+# The words that say what a flag becomes when it has no value: removed (the image's default
+# applies), or set to the empty string. `NAME=` alone says neither, so it is refused.
+UNSET, EMPTY = "unset", "empty"
 # Flag values reach the container as data through the engine API, never through a shell; the
 # narrow alphabet still keeps anything that looks like shell or a path out of the audit trail.
 FLAG_VALUE = re.compile(r"[A-Za-z0-9_.,:+-]{0,128}")
@@ -89,7 +95,7 @@ class RollbackArgs(BaseModel):
 
 
 def parse(tokens: list[str], config: RollbackConfig) -> RollbackArgs:
-    """Read `list`, `<version>` or `flag NAME=value` (the version is checked against the engine later)."""
+    """Read `list`, `<version>` or `flag ...` (the version is checked against the engine later)."""
     if not tokens:
         raise UsageError("say what to roll back to: `list`, a version, or `flag NAME=value`", USAGE)
     first = tokens[0]
@@ -98,23 +104,60 @@ def parse(tokens: list[str], config: RollbackConfig) -> RollbackArgs:
             raise UsageError(f"unexpected argument `{tokens[1][:40]}` after list", USAGE)
         return RollbackArgs(action="list")
     if first == "flag":
-        if len(tokens) != 2 or "=" not in tokens[1]:
-            raise UsageError("give one flag as NAME=value, e.g. `flag MFA_ENABLED=false`", USAGE)
-        name, _, value = tokens[1].partition("=")
-        canonical = next((flag for flag in config.flags if flag.upper() == name.upper()), None)
-        if canonical is None:
-            allowed = ", ".join(config.flags) or "none (set CHATOPS_ROLLBACK_FLAGS)"
-            raise UsageError(f"`{name[:40]}` is not a flag /rollback may change; flags: {allowed}", USAGE)
-        if not FLAG_VALUE.fullmatch(value):
-            raise UsageError(
-                f"flag values are letters, digits and _ . , : + - (at most 128); `{value[:40]}` is not",
-                USAGE,
-            )
-        # An empty value removes the container's own setting (the image's default applies again).
-        return RollbackArgs(action="flag", flag=canonical, value=value or None)
+        return parse_flag(tokens[1:], config)
     if len(tokens) > 1:
         raise UsageError(f"unexpected argument `{tokens[1][:40]}` after the version", USAGE)
     return RollbackArgs(action="version", version=first)
+
+
+def parse_flag(words: list[str], config: RollbackConfig) -> RollbackArgs:
+    """Read `NAME=value`, `NAME unset` (or `unset NAME`), `NAME empty` (or `empty NAME`).
+
+    `unset` removes the container's own setting (the image's default applies again); `empty` sets
+    the variable to the empty string. `NAME=` is refused: it could mean either.
+    """
+    example = "give one flag as NAME=value, NAME unset or NAME empty, e.g. `flag MFA_ENABLED=false`"
+    keywords = (UNSET, EMPTY)
+    lowered = [word.lower() for word in words]
+    value: str | None
+    if len(words) == 1 and "=" in words[0]:
+        name, _, value = words[0].partition("=")
+        if not value:
+            raise UsageError(
+                f"`{words[0][:40]}` says neither: `flag {name[:40]} unset` removes the variable (the"
+                f" image's default applies), `flag {name[:40]} empty` sets it to the empty string",
+                USAGE,
+            )
+    elif len(words) == 2 and lowered[1] in keywords and "=" not in words[0]:
+        name, value = words[0], "" if lowered[1] == EMPTY else None
+    elif len(words) == 2 and lowered[0] in keywords and "=" not in words[1]:
+        name, value = words[1], "" if lowered[0] == EMPTY else None
+    else:
+        raise UsageError(example, USAGE)
+    canonical = next((flag for flag in config.flags if flag.upper() == name.upper()), None)
+    if canonical is None:
+        allowed = ", ".join(config.flags) or "none (set CHATOPS_ROLLBACK_FLAGS)"
+        raise UsageError(f"`{name[:40]}` is not a flag /rollback may change; flags: {allowed}", USAGE)
+    if value is not None and not FLAG_VALUE.fullmatch(value):
+        raise UsageError(
+            f"flag values are letters, digits and _ . , : + - (at most 128); `{value[:40]}` is not",
+            USAGE,
+        )
+    return RollbackArgs(action="flag", flag=canonical, value=value)
+
+
+def flag_words(name: str, value: str | None) -> list[str]:
+    """Write a flag's setting as `/rollback flag` reads it back: NAME=value, NAME unset, NAME empty."""
+    if value is None:
+        return [name, UNSET]
+    return [name, EMPTY] if value == "" else [f"{name}={value}"]
+
+
+def flag_state(name: str, value: str | None) -> str:
+    """Say what a flag is: `NAME=value`, `NAME unset`, `NAME empty (set to "")`."""
+    if value is None:
+        return f"{name} unset"
+    return f'{name} empty (set to "")' if value == "" else f"{name}={value}"
 
 
 # --- Listing versions ------------------------------------------------------------------------------
@@ -375,9 +418,10 @@ async def make_plan(engine: EngineAdapter, config: RollbackConfig, args: Rollbac
     assert args.flag is not None
     before = container.env.get(args.flag)
     if before == args.value:
-        shown = args.value if args.value is not None else "unset"
-        raise UsageError(f"{args.flag} is already {shown} in {container.name}; nothing to do", USAGE)
-    after = f"{args.flag}={args.value}" if args.value is not None else f"{args.flag} unset (image default)"
+        raise UsageError(
+            f"{container.name} already has {flag_state(args.flag, args.value)}; nothing to do", USAGE
+        )
+    after = flag_state(args.flag, args.value) + (" (image default)" if args.value is None else "")
     state.update(flag=args.flag, flag_value=before)
     # The same image, by id, so that a tag moved meanwhile cannot slip another build in.
     details.update(
@@ -386,19 +430,27 @@ async def make_plan(engine: EngineAdapter, config: RollbackConfig, args: Rollbac
         outcome=after,
         env={args.flag: args.value},
     )
-    now = f"{args.flag}={before}" if before is not None else f"{args.flag} unset"
+    if args.value is None:
+        title = f"Unset {args.flag}"
+    elif args.value == "":
+        title = f"Set {args.flag} to the empty string"
+    else:
+        title = f"Set {args.flag}={args.value}"
+    # The way back is written in the grammar `parse` reads, so that it can be typed as shown.
+    back = " ".join(flag_words(args.flag, before))
     return Proposal(
         command="rollback",
-        arguments=["flag", f"{args.flag}={args.value or ''}"],
+        # Read again by `parse` when the plan is made again at execution.
+        arguments=["flag", *flag_words(args.flag, args.value)],
         plan=Plan(
-            title=f"Set {args.flag}={args.value or '(unset)'} on {config.service}",
-            current=[describe_container(container, current), now],
+            title=f"{title} on {config.service}",
+            current=[describe_container(container, current), flag_state(args.flag, before)],
             target=[
                 f"new container {container.name}, same image, with {after}",
                 f"old container kept as {kept_name(container)} until the new one is healthy, then removed",
             ],
             kept=kept_lines(container),
-            way_back=[way_back_auto, f"afterwards: /rollback flag {args.flag}={before or ''}"],
+            way_back=[way_back_auto, f"afterwards: /rollback flag {back}"],
             warnings=warnings,
             estimated_seconds=10.0,
             state=state,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,12 +12,15 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
+import httpx
 import pytest
 
 from adapters.github import GitHubAdapter
 from adapters.incident_store import Incident, IncidentStore, RcaDraft
 from bot.render.rca import FILE_ACTION
+from bot.runners import graph as graph_runner
 from bot.runners import rca as rca_runner
 from bot.services import Services
 from bot.state import migrate
@@ -44,7 +48,9 @@ class World:
     incident: Incident
     waits: list[float] = field(default_factory=list)
 
-    async def draft(self, language: str = "en", backup: datetime | None = None) -> RcaDraft:
+    async def draft(
+        self, language: str = "en", backup: datetime | None = None, graphs: list[rca.GraphLink] | None = None
+    ) -> RcaDraft:
         return await rca.draft(
             self.store,
             self.incident,
@@ -55,6 +61,14 @@ class World:
             names=NAMES,
             latest_backup_at=backup,
             now=self.incident.resolved_at,
+            graphs=graphs,
+        )
+
+    def prometheus_links(self) -> list[rca.GraphLink]:
+        """The live Prometheus graphs of the incident's window, as `/rca` links them."""
+        assert self.incident.resolved_at is not None
+        return graph_runner.prometheus_links(
+            self.services, self.incident.started_at, self.incident.resolved_at
         )
 
     async def file(self, force: bool = False) -> rca.RcaResult:
@@ -180,6 +194,40 @@ async def test_the_portuguese_draft_is_the_runbooks_template(world: World) -> No
         "- [ ] **Comunicação**",
     ):
         assert line in body, line
+
+
+# A placeholder left unfilled: `$window` (PromQL), `${name}`, or a Jinja expression that was not rendered.
+_PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]|\{\{|\{%")
+
+
+def link_expressions(body: str) -> list[str]:
+    """Return the PromQL of every Prometheus graph link of a draft (its `g0.expr`)."""
+    urls = re.findall(r"\]\((https?://[^)\s]+)\)", body)
+    return [expr for url in urls for expr in parse_qs(urlsplit(url).query).get("g0.expr", [])]
+
+
+@pytest.mark.parametrize("language", rca.LANGUAGES)
+async def test_no_rendered_draft_carries_a_placeholder(world: World, language: str) -> None:
+    body = (await world.draft(language, graphs=world.prometheus_links())).body
+    assert len(link_expressions(body)) == 2
+    for text in (body, unquote_plus(body)):  # the links' queries are URL-encoded
+        assert "$window" not in text and "{{" not in text
+        assert _PLACEHOLDER.search(text) is None, _PLACEHOLDER.search(text)
+
+
+async def test_the_drafts_prometheus_links_are_queries_prometheus_accepts(
+    sandbox: object, world: World
+) -> None:
+    body = (await world.draft(graphs=world.prometheus_links())).body
+    expressions = link_expressions(body)
+    assert len(expressions) == 2
+    prometheus = world.services.settings.prometheus_url.rstrip("/")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for expr in expressions:
+            assert "$" not in expr, expr
+            answer = await client.get(f"{prometheus}/api/v1/query", params={"query": expr})
+            assert answer.json()["status"] == "success", (expr, answer.text)
+            assert answer.status_code == 200
 
 
 async def test_a_broken_template_is_a_clear_error_and_the_draft_is_kept(world: World, tmp_path: Path) -> None:

@@ -326,22 +326,51 @@ async def test_a_flag_rollback_changes_exactly_that_variable(
     assert proposal.plan.current[-1] == "MFA_ENABLED unset"
     result, _ = await world.run(proposal, OPS1)
     assert result.succeeded, result
-    assert result.way_back == "/rollback flag MFA_ENABLED="
+    assert result.way_back == "/rollback flag MFA_ENABLED unset"
     after = inspect(project)
     assert after["Image"] == before["Image"]
 
-    def env(attrs: dict[str, Any]) -> dict[str, str]:
-        return dict(e.split("=", 1) for e in attrs["Config"]["Env"] if not e.startswith("HOSTNAME="))
-
-    old, new = env(before), env(after)
+    old, new = container_env(before), container_env(after)
     changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
     assert changed == {"MFA_ENABLED"} and new["MFA_ENABLED"] == "false"
     assert after["HostConfig"] == before["HostConfig"]
 
-    # And back: an empty value removes the container's own setting again.
-    result, _ = await world.run(await propose(world, "flag", "MFA_ENABLED="), OPS1)
+    # And back, typed exactly as the way back reads: the variable is removed, not set to "".
+    back = await propose(world, *tokenize(result.way_back)[1:])
+    assert back.plan.title == "Unset MFA_ENABLED on backend"
+    assert back.plan.way_back[-1] == "afterwards: /rollback flag MFA_ENABLED=false"
+    result, _ = await world.run(back, OPS1)
     assert result.succeeded, result
-    assert "MFA_ENABLED" not in env(inspect(project))
+    assert container_env(inspect(project)) == old
+
+
+def container_env(attrs: dict[str, Any]) -> dict[str, str]:
+    """The container's variables, the one the engine sets per container left out."""
+    return dict(e.split("=", 1) for e in attrs["Config"]["Env"] if not e.startswith("HOSTNAME="))
+
+
+async def test_a_flag_set_empty_and_a_flag_unset_each_come_back_as_they_were(
+    project: dict[str, Any], world: GateWorld
+) -> None:
+    reset(project, "v2.0.5")
+    empty = await propose(world, "flag", "MFA_ENABLED", "empty")
+    assert empty.plan.title == "Set MFA_ENABLED to the empty string on backend"
+    result, _ = await world.run(empty, OPS1)
+    assert result.succeeded, result
+    assert result.way_back == "/rollback flag MFA_ENABLED unset"
+    assert container_env(inspect(project))["MFA_ENABLED"] == ""  # set, to nothing
+
+    result, _ = await world.run(await propose(world, "flag", "MFA_ENABLED=true"), OPS1)
+    assert result.succeeded, result
+    assert result.way_back == "/rollback flag MFA_ENABLED empty"
+    result, _ = await world.run(await propose(world, *tokenize(result.way_back)[1:]), OPS1)
+    assert result.succeeded, result
+    assert container_env(inspect(project))["MFA_ENABLED"] == ""
+
+    # `unset NAME` reads as well as `NAME unset`.
+    result, _ = await world.run(await propose(world, "flag", "unset", "mfa_enabled"), OPS1)
+    assert result.succeeded, result
+    assert "MFA_ENABLED" not in container_env(inspect(project))
 
 
 DATA_DIR = "/var/lib/3dpot-data"
@@ -428,13 +457,44 @@ def test_docker_anonymous_volumes_are_attached_by_name() -> None:
         ["flag", "MFA_ENABLED"],
         ["flag", "MFA_ENABLED=$(id)"],
         ["flag", "MFA_ENABLED=a b"],
+        ["flag", "MFA_ENABLED=false", "unset"],
+        ["flag", "DEBUG", "unset"],
+        ["flag", "MFA_ENABLED", "off"],
     ],
-    ids=["unconfigured flag", "no value", "command substitution", "space"],
+    ids=[
+        "unconfigured flag",
+        "no value",
+        "command substitution",
+        "space",
+        "value and unset",
+        "unset unconfigured",
+        "unknown word",
+    ],
 )
 async def test_bad_flags_are_refused(project: dict[str, Any], world: GateWorld, tokens: list[str]) -> None:
     with pytest.raises(UsageError) as refused:
         await COMMANDS["rollback"].run(world.runtime.services, tokens, world.invocation(OPS1))
     assert "flag" in refused.value.message
+
+
+async def test_an_empty_value_is_refused_naming_unset_and_empty(
+    project: dict[str, Any], world: GateWorld
+) -> None:
+    reset(project, "v2.0.5")
+    with pytest.raises(UsageError) as refused:
+        await COMMANDS["rollback"].run(
+            world.runtime.services, ["flag", "MFA_ENABLED="], world.invocation(OPS1)
+        )
+    message = refused.value.message
+    assert "`flag MFA_ENABLED unset` removes the variable" in message
+    assert "`flag MFA_ENABLED empty` sets it to the empty string" in message
+    assert "flag NAME unset" in str(refused.value.usage)
+    with pytest.raises(UsageError) as refused:
+        await COMMANDS["rollback"].run(
+            world.runtime.services, ["flag", "MFA_ENABLED", "unset"], world.invocation(OPS1)
+        )
+    name = backend_container_name(make_settings(**project))
+    assert refused.value.message == f"{name} already has MFA_ENABLED unset; nothing to do"
 
 
 # --- Refusals before any plan ------------------------------------------------------------------------

@@ -398,10 +398,16 @@ async def test_outside_text_in_alerts_arrives_as_text(fake_slack: FakeSlack, sta
             response = await http.post(
                 f"{url}/alerts", json=hostile, headers={"Authorization": f"Bearer {ALERT_TOKEN}"}
             )
+        # A critical alert triages itself too: whatever it posts must be as clean as the alert.
+        await fake_slack.wait_for_call_async(
+            "chat.postMessage", predicate=lambda call: "Triage" in str(call.params.get("text")), timeout=60
+        )
     assert response.status_code == 200, response.text
-    [posted] = fake_slack.calls_to("chat.postMessage")
+    posts = fake_slack.calls_to("chat.postMessage")
+    everything = _strings([[post.params.get("text"), post.params.get("blocks")] for post in posts])
+    assert [markup for markup in HOSTILE_MARKUP if any(markup in text for text in everything)] == []
+    posted = next(post for post in posts if "FIRING" in str(post.params.get("text")))
     shown = _strings([posted.params.get("text"), posted.params.get("blocks")])
-    assert [markup for markup in HOSTILE_MARKUP if any(markup in text for text in shown)] == []
     # Still there for people to read, as text.
     assert any("&lt;!channel&gt;" in text for text in shown)
     assert any("&lt;@U0BOSS0001&gt;" in text for text in shown)
@@ -502,4 +508,31 @@ async def test_in_socket_mode_an_envelope_runs_once_and_its_redeliveries_run_not
     assert len(lost.deliveries) >= 2
     callers = sorted(str(call.params["user"]) for call in fake.calls_to("chat.postEphemeral"))
     assert callers == ["U0ONCALL01", "U0OTHER001"]  # each answered once
-    assert _deduplicated(metrics) == 1 + len(lost.deliveries) - 1
+    # Two requests: every other delivery (the retry, the redelivery, any other) only acknowledged.
+    delivered = sum(len(sent.deliveries) for sent in socket.envelopes.values())
+    assert _deduplicated(metrics) == delivered - 2 >= 2
+
+
+def test_a_wrong_app_token_stops_serve_with_the_reason(state_dsn: str) -> None:
+    # A fake of its own: its record of the refused token is what this test expects, not a violation.
+    with FakeSlack(tokens={BOT_TOKEN, APP_TOKEN}) as fake:
+        environment = {
+            **{key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "CHATOPS_"))},
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_APP_TOKEN": "xapp-1-A0CHATOPS1-1-revoked",
+            "CHATOPS_SLACK_API_URL": fake.url,
+            "CHATOPS_STATE_DATABASE_URL": state_dsn,
+            "CHATOPS_HTTP_PORT": str(free_port()),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "serve"],
+            cwd="/tmp",
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        refused = [violation.error for violation in fake.violations]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in done.stdout
+    assert refused == ["invalid_auth"]  # asked once, not retried forever

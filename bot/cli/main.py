@@ -138,6 +138,9 @@ async def run_command(
             print(result.model_dump_json(indent=2))
         else:
             spec.terminal(result, terminal_console())
+        from bot.slack.reply import record_terminal_result  # the open incident's timeline, as Slack
+
+        await record_terminal_result(services, spec.name, spec.slack, result, invocation)
         if png_file is not None:
             return await _write_picture(spec.name, result, png_file) or result.exit_code()
         return result.exit_code()

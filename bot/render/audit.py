@@ -378,7 +378,10 @@ def _terminal_report(report: AuditReport, console: Console) -> None:
         _print_table(console, title, ROW_COLUMNS, [_row_cells(row) for row in report.rows])
     if report.omitted > 0:
         console.print()
-        console.print(Text(_omitted_text(report, "chatops audit", " --output audit.csv"), style="yellow"))
+        # Slack shows the command as code; the terminal as it is (the only backticks: `_cell` swapped
+        # any in the arguments for a lookalike).
+        omitted = _omitted_text(report, "chatops audit", " --output audit.csv").replace("`", "")
+        console.print(Text(omitted, style="yellow"))
     console.print(
         f"[dim]read-only snapshot of {report.database} at {report.queried_at:%H:%M:%S} UTC"
         f" in {report.duration_ms:.0f} ms[/]",

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from bot.render.common import Block, Message, SlackReply, context, escape, header, section
+from bot.render.common import Block, Message, SlackReply, context, escape, header, plain, section
 from commands.backup import BackupResult, PruneResult, StoredBackup
 from commands.formatting import format_bytes
 from commands.restore import BackupList, VerifyReport
@@ -28,6 +28,7 @@ def _fallback(result: Any) -> SlackReply:
 
 
 def _backup_lines(result: BackupResult) -> list[str]:
+    """Write what a backup holds, as mrkdwn (the terminal shows it through `plain`)."""
     lines = []
     if result.database:
         lines.append(
@@ -108,7 +109,7 @@ def terminal_backup(result: Any, console: Console) -> None:
         f" in {result.seconds:.1f} s → {escape_markup(result.location)}"
     )
     for line in _backup_lines(result):
-        console.print(f"  {escape_markup(line.replace('`', ''))}")
+        console.print(f"  {escape_markup(plain(line))}")
     for warning in result.warnings:
         console.print(f"  [yellow]warning:[/] {escape_markup(warning)}")
 
@@ -120,7 +121,9 @@ def _verified(item: StoredBackup) -> str:
     return f" · verified {item.verified_at:%Y-%m-%d %H:%M}" if item.verified_at else ""
 
 
-def _verify_lines(report: VerifyReport) -> list[str]:
+def _verify_lines(report: VerifyReport, code: bool) -> list[str]:
+    """Write what a verification found, as text; `code` marks the scratch database as code (Slack)."""
+    scratch = f"`{report.scratch_database}`" if code else report.scratch_database
     lines = [
         f"checksums: {report.files_checked - len(report.bad_files)}/{report.files_checked} files"
         f" ({format_bytes(report.bytes_checked)}) match, {report.checksum_seconds:.1f} s"
@@ -129,7 +132,7 @@ def _verify_lines(report: VerifyReport) -> list[str]:
     if report.test_restore:
         matching = sum(1 for item in report.tables if item.ok)
         lines.append(
-            f"test restore into `{report.scratch_database}` (dropped after): {report.restore_seconds:.1f} s;"
+            f"test restore into {scratch} (dropped after): {report.restore_seconds:.1f} s;"
             f" row counts {matching}/{len(report.tables)} tables match"
         )
         for item in report.tables[:_LIST_LIMIT]:
@@ -163,7 +166,7 @@ def slack_restore(result: Any) -> SlackReply:
         verdict = ":white_check_mark: verified" if result.ok else ":x: does NOT check out"
         report: list[Block] = [
             header(f"Verify backup {result.id} ({result.type_label})"),
-            section(f"*{verdict}*\n" + escape("\n".join(_verify_lines(result)))),
+            section(f"*{verdict}*\n" + escape("\n".join(_verify_lines(result, code=True)))),
         ]
         if result.problems:
             listed = "\n".join(f"• {item}" for item in result.problems[:10])
@@ -193,7 +196,7 @@ def terminal_restore(result: Any, console: Console) -> None:
         console.print(f"[bold {style}]Backup {result.id} ({result.type_label}) {verdict}[/]")
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column("line")
-        for line in _verify_lines(result):
+        for line in _verify_lines(result, code=False):
             table.add_row(escape_markup(line))
         console.print(table)
         for problem in result.problems:

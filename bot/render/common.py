@@ -145,22 +145,62 @@ def terminal_console(no_color: bool = False, stderr: bool = False) -> Console:
     return Console(no_color=no_color, highlight=False, soft_wrap=True, stderr=stderr)
 
 
-_EMOJI = re.compile(r"(?<![\w:]):[a-z0-9_+-]+:(?![\w:])")
-_LINK_MARKUP = re.compile(r"<(https?://[^|>]+)\|([^>]+)>")
-_BARE_LINK = re.compile(r"<(https?://[^|>]+)>")
-_MENTION_MARKUP = re.compile(r"<[@#]([A-Z0-9]+)(?:\|([^>]*))?>")
-_DATE_MARKUP = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+# Code spans and blocks: Slack formats nothing inside them; their text is kept as it is.
+_CODE = re.compile(r"```(.*?)```|`([^`\n]+)`", re.DOTALL)
+# One or more emoji codes (`:x:`, `:+1::skin-tone-2:`), and the space after them.
+_EMOJI = re.compile(r"(?<![\w:])(?::[a-z0-9_+'-]+:)+(?![\w:]) ?")
+_DATE_MARKUP = re.compile(r"<!date\^\d+\^[^|>]*(?:\^[^|>]*)?\|([^>]*)>")
+# <!here>, <!channel>, <!everyone>; <!subteam^S123|@team>.
+_SPECIAL_MARKUP = re.compile(r"<!(?:subteam\^)?([^|>]+)(?:\|([^>]*))?>")
+_MENTION_MARKUP = re.compile(r"<([@#])([A-Z0-9]+)(?:\|([^>]*))?>")
+_LINK_MARKUP = re.compile(r"<([a-z][a-z0-9+.-]*:[^|>\s]*)(?:\|([^>]*))?>")
+# Bold, italic, strike: a mark right against a word on either side, as Slack reads them.
+_EMPHASIS = [
+    re.compile(rf"(?<![\w{mark}]){mark}(?=\S)([^{mark}\n]+?)(?<=\S){mark}(?![\w{mark}])")
+    for mark in (r"\*", "_", "~")
+]
+
+
+def _special(match: re.Match[str]) -> str:
+    label = match.group(2)
+    if label:
+        return label if label.startswith("@") else f"@{label}"
+    return f"@{match.group(1)}"
+
+
+def _mention(match: re.Match[str]) -> str:
+    sigil, name, label = match.groups()
+    return f"{sigil}{(label or name).lstrip(sigil)}"
+
+
+def _link(match: re.Match[str]) -> str:
+    url, label = match.groups()
+    return f"{label} ({url})" if label and label != url else url
+
+
+def _plain_prose(text: str) -> str:
+    text = _EMOJI.sub("", text)
+    text = _DATE_MARKUP.sub(r"\1", text)
+    text = _SPECIAL_MARKUP.sub(_special, text)
+    text = _MENTION_MARKUP.sub(_mention, text)
+    text = _LINK_MARKUP.sub(_link, text)
+    for emphasis in _EMPHASIS:
+        text = emphasis.sub(r"\1", text)
+    return text
 
 
 def plain(text: str) -> str:
-    """Turn Slack mrkdwn into terminal text: no emoji codes, backticks, bold marks or link markup."""
-    text = _EMOJI.sub("", text)
-    text = _DATE_MARKUP.sub(r"\1", text)
-    text = _LINK_MARKUP.sub(r"\2 (\1)", text)
-    text = _BARE_LINK.sub(r"\1", text)
-    text = _MENTION_MARKUP.sub(lambda match: match.group(2) or match.group(1), text)
-    text = text.replace("```", "").replace("`", "")
-    text = re.sub(r"(?<!\w)\*([^*\n]+)\*(?!\w)", r"\1", text)
-    text = re.sub(r"(?<!\w)_([^_\n]+)_(?!\w)", r"\1", text)
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
+    """Turn Slack mrkdwn into terminal text: no emoji codes, code marks, bold or link markup, entities.
+
+    What is inside code spans and blocks is kept as it is (Slack formats nothing there); mentions
+    become @name or #channel, links `label (url)`, dates their fallback text.
+    """
+    pieces: list[str] = []
+    last = 0
+    for match in _CODE.finditer(text):
+        pieces.append(_plain_prose(text[last : match.start()]))
+        pieces.append(match.group(1) if match.group(1) is not None else match.group(2))
+        last = match.end()
+    pieces.append(_plain_prose(text[last:]))
+    text = "".join(pieces).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")

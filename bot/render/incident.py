@@ -20,6 +20,7 @@ from bot.render.common import (
     context,
     escape,
     header,
+    plain,
     section,
     split_text,
 )
@@ -85,6 +86,14 @@ def event_text(event: TimelineEvent) -> str:
     if event.kind in TYPED_KINDS:
         return escape(event.text)
     return event.text
+
+
+def terminal_text(event: TimelineEvent) -> str:
+    """Write a timeline entry's text for the terminal: what was typed as typed, the bot's records
+    (mrkdwn: emoji codes, mentions, escaped words) as plain text."""
+    if event.kind in TYPED_KINDS:
+        return plain_people(event.text)
+    return plain(event.text)
 
 
 def contacts_line(contacts: list[Contact]) -> str:
@@ -294,11 +303,11 @@ def terminal(result: IncidentResult, console: Console) -> None:
                 f"{event.at:%Y-%m-%d %H:%M:%S}",
                 event.kind,
                 escape_markup(plain_people(who(event.actor))) if event.actor else "",
-                escape_markup(plain_people(event.text)),
+                escape_markup(terminal_text(event)),
             )
         console.print(table)
         return
     if result.event is not None:
-        console.print(f"[green]{result.outcome}[/]: {escape_markup(plain_people(result.event.text))}")
+        console.print(f"[green]{result.outcome}[/]: {escape_markup(terminal_text(result.event))}")
     for problem in result.slack_problems:
         console.print(f"[yellow]Slack: {escape_markup(problem)}[/]")

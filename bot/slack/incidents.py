@@ -6,7 +6,8 @@ parts of the bot use two calls:
 - ``await record(state_db, channel_id, kind, text, actor)`` adds an entry to the timeline of the
   channel's open incident and returns the thread to post in (the header's ts), or None when the
   channel has no open incident. It never raises: bookkeeping must not break what the caller does.
-  ``post_result`` in bot/slack/reply.py calls it for every result it posts.
+  ``post_reply`` in bot/slack/reply.py calls it (through ``record_result``) for every result it
+  posts, and ``record_terminal_result`` for every result the terminal prints.
 - ``await post_in_thread(client, state_db, channel_id, kind, text, actor)`` records and posts a
   one-line message in that thread (or in the channel when no incident is open), for events that
   are not command results: MFA lock-outs, alerts.

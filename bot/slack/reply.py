@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
+from collections.abc import Callable
+from typing import Any
+
 import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render.common import SlackReply, Upload, escape
+from adapters.postgres import PostgresAdapter
+from bot.invocation import Invocation
+from bot.render.common import Message, SlackReply, Upload, context, escape
+from bot.render.incident import person
 from bot.services import Services
 from bot.slack import incidents
 from bot.slack.errors import NOT_POSTABLE, slack_error_code
@@ -76,7 +84,7 @@ async def _post(
                 )
         return None
     # In a channel with an open incident, results go to its thread and into its timeline.
-    incident_thread = await incidents.record(services.state_db, channel, f"/{command}", main.text, user)
+    incident_thread = await record_result(services.state_db, channel, command, reply, user)
     thread_ts = thread_ts or incident_thread
     if pacer is not None:
         await pacer.wait_turn(channel)
@@ -98,13 +106,84 @@ async def _post(
         return None
     ts = str(answer.get("ts"))
     parent = thread_ts or ts
-    for message in [*overflow, *(part for item in reply.thread for part in split_message(item))]:
+    messages = [*overflow, *(part for item in reply.thread for part in split_message(item))]
+    await _post_in_thread(client, channel, parent, messages, reply.files, services, pacer)
+    return ts
+
+
+async def record_result(
+    state_db: PostgresAdapter, channel: str | None, command: str, reply: SlackReply, user: str | None
+) -> str | None:
+    """Put a command's result into the timeline of the channel's open incident; return its thread.
+
+    The entry is the reply's one-line fallback text (mrkdwn, escaped by the renderer), the same
+    whether the command ran in Slack or at the terminal. None when no incident is open there.
+    """
+    return await incidents.record(state_db, channel, f"/{command}", reply.main.text, user)
+
+
+async def record_terminal_result(
+    services: Services,
+    command: str,
+    render: Callable[[Any], SlackReply],
+    result: Any,
+    invocation: Invocation,
+) -> None:
+    """From the terminal: put a result into the open incident of CHATOPS_INCIDENT_CHANNEL, as Slack does.
+
+    The timeline gets the entry a Slack run records; when Slack is configured, the Slack rendering
+    is also posted in the incident's thread, marked as run from the terminal (files from memory
+    only: a file on disk is the terminal's own output). With no incident open there, nothing is
+    recorded or posted (the terminal does not post in the channel). Never raises: bookkeeping must
+    not break the command.
+    """
+    channel = services.settings.incident_channel
+    if not channel:
+        return
+    try:
+        reply = render(result)
+        if reply.ephemeral:  # the command told the incident itself (/incident, /rca), as from Slack
+            return
+        actor = invocation.user_id or terminal_user()
+        thread = await record_result(services.state_db, channel, command, reply, actor)
+        client = services.slack.client if services.slack is not None else None
+        if thread is None or client is None:
+            return
+        origin = context(f"`/{escape(command)}` run from the terminal by {person(actor)}")
+        main = Message(text=reply.main.text, blocks=[*reply.main.blocks, origin])
+        messages = [*split_message(main), *(part for item in reply.thread for part in split_message(item))]
+        files = [upload for upload in reply.files if upload.path is None]
+        await _post_in_thread(client, channel, thread, messages, files, services, None)
+    except Exception as error:
+        code = slack_error_code(error) if isinstance(error, SlackApiError) else type(error).__name__
+        log.warning("terminal_result_not_shared", command=command, error=code)
+
+
+def terminal_user() -> str:
+    """Name whoever runs the terminal without CHATOPS_CLI_USER: the machine account and host."""
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()} (terminal)"
+    except OSError:  # no user name in the environment or the password database
+        return "terminal"
+
+
+async def _post_in_thread(
+    client: AsyncWebClient,
+    channel: str,
+    parent: str,
+    messages: list[Message],
+    files: list[Upload],
+    services: Services,
+    pacer: ChannelPacer | None,
+) -> None:
+    """Post a reply's other messages and its files in its thread."""
+    for message in messages:
         if pacer is not None:
             await pacer.wait_turn(channel)
         await client.chat_postMessage(
             channel=channel, text=message.text, blocks=message.blocks, thread_ts=parent
         )
-    for upload in reply.files:
+    for upload in files:
         try:
             if upload.path is None:
                 await _upload_from_memory(client, channel, parent, upload)
@@ -116,7 +195,6 @@ async def _post(
             # The thread says so: people waiting for the file must not be left guessing.
             text = f":warning: {escape(upload.filename)} was not uploaded: {escape(str(error))}"
             await client.chat_postMessage(channel=channel, thread_ts=parent, text=text)
-    return ts
 
 
 async def _upload_from_memory(client: AsyncWebClient, channel: str, thread_ts: str, upload: Upload) -> None:

@@ -12,6 +12,8 @@ import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +24,7 @@ from bot.listeners.app import build_slack_app
 from bot.render.common import escape
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
+from bot.slack.errors import slack_error_code
 from bot.state import migrate, runtime_role
 from bot.web.alert_triage import AlertTriage
 from bot.web.alerts import alerts_endpoint
@@ -162,6 +165,31 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+_REFUSED_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked", "account_inactive"}
+)
+
+
+async def _check_app_token(client: AsyncWebClient, app_token: str) -> str | None:
+    """Ask Slack once for a Socket Mode URL; return why the token is refused (None when it works)."""
+    try:
+        await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as error:
+        code = slack_error_code(error)
+        if code in {
+            "invalid_auth",
+            "not_authed",
+            "not_allowed_token_type",
+            "token_revoked",
+            "account_inactive",
+        }:
+            return f"Slack refused it ({code})"
+        log.warning("socket_mode_check_inconclusive", error=code)
+    except Exception as error:  # Slack unreachable: the handler retries, as it would anyway
+        log.warning("socket_mode_check_inconclusive", error=type(error).__name__)
+    return None
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then drain and close."""
     if settings.slack_bot_token is None:
@@ -182,6 +210,12 @@ async def serve(settings: Settings) -> int:
     socket_handler = None
     try:
         if settings.slack_app_token is not None:
+            # Once, up front: a wrong app token would otherwise retry forever and never serve.
+            problem = await _check_app_token(slack_app.client, settings.slack_app_token.get_secret_value())
+            if problem is not None:
+                log.error("socket_mode_refused", reason=problem)
+                print(f"chatops serve: SLACK_APP_TOKEN: {problem}")
+                return 2
             socket_handler = OnceSocketModeHandler(
                 slack_app,
                 settings.slack_app_token.get_secret_value(),

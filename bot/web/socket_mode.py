@@ -16,15 +16,11 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.observability import BotMetrics
-from bot.web.replay import GuardUnavailable, ReplayGuard
+from bot.registry import read_only
+from bot.web.replay import UNAVAILABLE_ANSWER, GuardUnavailable, ReplayGuard
 from bot.web.slack_requests import once_key
 
 log = structlog.get_logger("chatops.socket_mode")
-
-UNAVAILABLE = (
-    "The bot cannot tell whether this request was already run (its own database does not answer),"
-    " so it ran nothing. From a terminal: `chatops <command>`."
-)
 
 
 class OnceSocketModeHandler(AsyncSocketModeHandler):
@@ -37,8 +33,11 @@ class OnceSocketModeHandler(AsyncSocketModeHandler):
         guard: ReplayGuard,
         metrics: BotMetrics,
         web_client: AsyncWebClient | None = None,
+        ping_interval: float = 10,
     ) -> None:
-        super().__init__(app, app_token, web_client=web_client)
+        # ping_interval: seconds between the client's pings; a connection that dropped without a
+        # close frame is noticed (and replaced) within about that long. Bolt's default, 10.
+        super().__init__(app, app_token, web_client=web_client, ping_interval=ping_interval)
         self.guard = guard
         self.metrics = metrics
 
@@ -50,8 +49,12 @@ class OnceSocketModeHandler(AsyncSocketModeHandler):
             first = await self.guard.first_time(key)
         except GuardUnavailable as error:
             log.error("replay_guard_unavailable", error=str(error))
+            command, text = str(payload.get("command", "")), str(payload.get("text", ""))
+            if req.type == "slash_commands" and read_only(command, text):
+                await super().handle(client, req)  # a read changes nothing if run twice
+                return
             # Acknowledged, or Slack would send it again; a slash command's caller is told why.
-            answer = {"text": UNAVAILABLE} if req.type == "slash_commands" else None
+            answer = {"text": UNAVAILABLE_ANSWER} if req.type == "slash_commands" else None
             await client.send_socket_mode_response(SocketModeResponse(req.envelope_id, payload=answer))
             return
         if not first:
