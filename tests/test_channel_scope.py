@@ -25,6 +25,7 @@ from bot.runners import incident as incident_runner
 from bot.runners import rca as rca_runner
 from bot.runners import restore as restore_runner
 from bot.slack import membership
+from commands import incident as incident_command
 from commands.base import UsageError
 from tests.conftest import BOT_TOKEN, recreate_database
 from tests.fakes import FakeSlack
@@ -74,12 +75,20 @@ async def state(bot: Bot) -> tuple[Any, ...]:
     return incident.model_dump(), events, draft.model_dump() if draft is not None else None, count
 
 
-def said_after(fake_slack: FakeSlack, start: int, text: str) -> list[str]:
-    """Every Slack call and response_url post since `start` calls that carries `text`."""
+def mark(fake_slack: FakeSlack) -> tuple[int, int]:
+    """Where the Slack calls and response_url posts are now."""
+    return len(fake_slack.calls), len(fake_slack.response_posts)
+
+
+def said_after(fake_slack: FakeSlack, since: tuple[int, int], text: str) -> list[str]:
+    """Every Slack call and response_url post since the mark that carries `text`."""
+    calls, posts = since
     found = [
-        json.dumps(call.params, default=str) for call in fake_slack.calls[start:] if text in str(call.params)
+        json.dumps(call.params, default=str) for call in fake_slack.calls[calls:] if text in str(call.params)
     ]
-    return found + [json.dumps(post.body) for post in fake_slack.response_posts if text in str(post.body)]
+    return found + [
+        json.dumps(post.body) for post in fake_slack.response_posts[posts:] if text in str(post.body)
+    ]
 
 
 async def refusal(fake_slack: FakeSlack, user: str, text: str = REFUSED) -> Any:
@@ -115,16 +124,15 @@ async def test_another_channels_incident_is_refused_and_left_alone(
     fake_slack: FakeSlack, text: str, message: str
 ) -> None:
     async with scoped_bot(fake_slack) as bot:
-        before, start = await state(bot), len(fake_slack.calls)
-        posts_before = len(fake_slack.response_posts)
+        before, start = await state(bot), mark(fake_slack)
         await bot.command("/incident", text, user=OUTSIDER, channel=CHANNEL)
         answer = await refusal(fake_slack, OUTSIDER, message)
         after = await state(bot)
     assert answer.params["channel"] == CHANNEL
     assert after == before  # the record, its timeline, no draft, no other incident declared
     # Nothing of INC-1 reached the outsider or a channel: no title, no timeline, no header edit.
-    assert said_after(fake_slack, start, TITLE) == [] and len(fake_slack.response_posts) == posts_before
-    assert [call.method for call in fake_slack.calls[start:]] in (
+    assert said_after(fake_slack, start, TITLE) == [] and len(fake_slack.response_posts) == start[1]
+    assert [call.method for call in fake_slack.calls[start[0] :]] in (
         ["chat.postEphemeral"],
         ["conversations.members", "chat.postEphemeral"],
     )
@@ -136,12 +144,12 @@ async def test_rca_of_another_channels_incident_is_refused(
     fake_slack: FakeSlack, github: FakeGitHub, text: str
 ) -> None:
     async with scoped_bot(fake_slack, github) as bot:
-        before, start = await state(bot), len(fake_slack.calls)
+        before, start = await state(bot), mark(fake_slack)
         await bot.command("/rca", text, user=OUTSIDER, channel=CHANNEL)
         await refusal(fake_slack, OUTSIDER)
         after = await state(bot)
     assert after == before and after[2] is None  # no draft made, none filed
-    assert [call.method for call in fake_slack.calls[start:]] == [
+    assert [call.method for call in fake_slack.calls[start[0] :]] == [
         "conversations.members",
         "chat.postEphemeral",
     ]
@@ -253,19 +261,33 @@ async def test_membership_is_read_page_by_page_and_a_huge_channel_is_refused(
     assert not await membership.is_member(client, PRIVATE, None)
 
 
-async def test_the_fake_lists_members_as_slack_does(fake_slack: FakeSlack) -> None:
-    fake_slack.add_channel("C0PUBLIC01", "general", is_member=False)
-    fake_slack.add_channel(PRIVATE, "sec-incident", is_private=True, is_member=False)
-    fake_slack.set_channel_members("C0PUBLIC01", [USER])
-    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.url)
-    # A public channel's members are listed to an app that is not in it; a private one's are not.
-    assert (await client.conversations_members(channel="C0PUBLIC01"))["members"] == [USER]
-    with pytest.raises(SlackApiError, match="channel_not_found"):
-        await client.conversations_members(channel=PRIVATE)
-    fake_slack.set_membership(PRIVATE, True)
-    await client.conversations_invite(channel=PRIVATE, users=MEMBER)  # invited people are members
-    answer = await client.conversations_members(channel=PRIVATE)
-    assert answer["members"] == [fake_slack.bot_user_id, MEMBER]
+async def test_the_fake_lists_members_as_slack_does() -> None:
+    with FakeSlack(tokens={BOT_TOKEN}, scopes={"channels:read", "groups:read", "groups:write"}) as fake:
+        fake.add_channel("C0PUBLIC01", "general", is_member=False)
+        fake.add_channel(PRIVATE, "sec-incident", is_private=True, is_member=False)
+        fake.set_channel_members("C0PUBLIC01", [USER])
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+        # A public channel's members are listed to an app that is not in it; a private one's are not.
+        assert (await client.conversations_members(channel="C0PUBLIC01"))["members"] == [USER]
+        with pytest.raises(SlackApiError, match="channel_not_found"):
+            await client.conversations_members(channel=PRIVATE)
+        fake.set_membership(PRIVATE, True)
+        await client.conversations_invite(channel=PRIVATE, users=MEMBER)  # invited people are members
+        answer = await client.conversations_members(channel=PRIVATE)
+        with pytest.raises(SlackApiError, match="invalid_cursor"):
+            await client.conversations_members(channel=PRIVATE, cursor="not-a-cursor")
+        # The app's own manifest has groups:read and channels:read, which the bot relies on.
+        without = FakeSlack(tokens={BOT_TOKEN}, scopes={"chat:write"}).start()
+        try:
+            without.add_channel(PRIVATE, "sec-incident", is_private=True)
+            with pytest.raises(SlackApiError, match="missing_scope"):
+                await AsyncWebClient(token=BOT_TOKEN, base_url=without.url).conversations_members(
+                    channel=PRIVATE
+                )
+        finally:
+            without.stop()
+        assert fake.violations == [] and without.violations == []
+    assert answer["members"] == [fake.bot_user_id, MEMBER]
     assert answer["response_metadata"] == {"next_cursor": ""}
 
 
@@ -320,3 +342,38 @@ async def test_a_prune_with_options_first_is_refused_to_a_responder(fake_slack: 
         async with runtime.services.state_db.connection() as conn:
             approvals = await conn.fetchval("SELECT count(*) FROM approvals")
     assert approvals == 0 and "Confirm" not in block_text(answer.params.get("blocks") or [])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("timeline inc=3", {"action": "timeline", "incident_id": 3}),
+        ("contacts channel=C0ABC123", {"action": "contacts", "channel_id": "C0ABC123"}),
+        ("sev P1 inc=#3", {"action": "sev", "severity": "P1", "incident_id": 3}),
+        (
+            "commander <@U0ABCDEF1> inc=INC-3",
+            {"action": "commander", "text": "<@U0ABCDEF1>", "incident_id": 3},
+        ),
+        ("inc=3 timeline inc=3", {"action": "timeline", "incident_id": 3}),
+        # Free text keeps what looks like an option: it is what was typed.
+        ("update inc=3", {"action": "update", "text": "inc=3", "incident_id": None}),
+        ("resolve inc=3", {"action": "resolve", "text": "inc=3", "incident_id": None}),
+    ],
+)
+def test_options_may_follow_an_action_without_free_text(text: str, expected: dict[str, Any]) -> None:
+    args = incident_command.parse(incident_runner.slack_text(text))
+    assert {key: getattr(args, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("inc=3 timeline inc=4", "give inc= once"),
+        ("channel=C0ABC123 contacts channel=C0XYZ789", "give channel= once"),
+        ("timeline channel=general", "is not a Slack channel id"),
+        ("timeline now", "timeline takes no arguments"),
+    ],
+)
+def test_options_given_twice_or_malformed_are_refused(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        incident_command.parse(incident_runner.slack_text(text))

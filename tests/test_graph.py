@@ -21,6 +21,7 @@ from adapters.postgres import PostgresAdapter
 from bot.cli.main import run_command
 from bot.gate import audit_trail
 from bot.gate.audit_trail import TrailEntry
+from bot.registry import COMMANDS
 from bot.render.picture import describe, describe_report, render, render_png
 from bot.runners import graph as graph_runner
 from bot.services import Services
@@ -41,7 +42,7 @@ from tests.graph_helpers import (
     openmetrics,
 )
 from tests.netutil import free_port
-from tests.test_slack_app import CHANNEL, post_command, running_bot
+from tests.test_slack_app import CHANNEL, USER, post_command, running_bot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOUR = timedelta(hours=1)
@@ -462,3 +463,62 @@ async def test_terminal_json_keeps_the_data_and_png_needs_a_picture(
     assert panel["status"] == "ok" and len(panel["series"][0]["values"]) == len(panel["timestamps"])
     code = await run_command(settings, "health", [], as_json=True, png_file=str(tmp_path / "x.png"))
     assert code == 2 and "draws no picture" in capsys.readouterr().err
+
+
+# --- who may graph what -------------------------------------------------------------------------------
+
+
+async def test_promql_from_slack_needs_the_responder_role_named_graphs_do_not(
+    history: History, state_dsn: str, fake_slack: FakeSlack
+) -> None:
+    # USER is a viewer only: someone else is the responder.
+    roles = {"viewers": ["*"], "responders": ["U0RESPOND1"]}
+    async with running_bot(fake_slack, prometheus_url=history.url, state_database_url=state_dsn, **roles) as (
+        url,
+        _,
+    ):
+        await post_command(url, "/graph", 'count by (job) (up{job=~".+"}) since=2h')
+        refusal = await fake_slack.wait_for_call_async("chat.postEphemeral", timeout=20)
+        refused_posts = len(fake_slack.calls_to("chat.postMessage"))
+        await post_command(url, "/graph", "auth_failures since=2h")  # a PromQL check of the checklist
+        completed = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=20)
+    text = refusal.params["text"]
+    assert refusal.params["user"] == USER
+    assert "you are not allowed to run /graph: a PromQL expression needs the responder role" in text
+    assert "(5xx, p95, a check id of the triage checklist) need only a viewer" in text
+    assert refused_posts == 0
+    stored = fake_slack.files[completed.params["files"][0]["id"]]
+    assert stored.filename.startswith("graph-auth-failures-")
+
+
+async def test_promql_from_slack_is_drawn_for_a_responder(
+    history: History, state_dsn: str, fake_slack: FakeSlack
+) -> None:
+    roles = {"viewers": ["*"], "responders": [USER]}
+    async with running_bot(fake_slack, prometheus_url=history.url, state_database_url=state_dsn, **roles) as (
+        url,
+        _,
+    ):
+        await post_command(url, "/graph", "sum(rate(http_requests_total[5m])) since=2h")
+        completed = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=20)
+    stored = fake_slack.files[completed.params["files"][0]["id"]]
+    assert stored.filename.startswith("graph-promql-") and fake_slack.calls_to("chat.postEphemeral") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "settings", "role"),
+    [
+        ("5xx", {}, "viewer"),
+        ("P95 since=6h", {}, "viewer"),
+        ("latency", {}, "viewer"),
+        ("auth_failures", {}, "viewer"),  # a PromQL check of the shipped checklist
+        ("up", {}, "responder"),
+        ('sum(rate(http_requests_total{status=~"5.."}[5m]))', {}, "responder"),
+        ("up", {"promql_role": "viewer"}, "viewer"),
+        ("up", {"promql_role": "operator"}, "operator"),
+        ("5xx", {"promql_role": "operator"}, "viewer"),
+    ],
+)
+def test_the_settings_decide_who_may_graph_promql(text: str, settings: dict[str, Any], role: str) -> None:
+    spec = COMMANDS["graph"]
+    assert spec.requirement(spec.tokenize(text), make_settings(**settings)).role == role
