@@ -81,6 +81,7 @@ class FastAck:
         if not first:
             if verified.retry:
                 # Slack's own retry of a delivery already taken: answered, not run again.
+                self.metrics.requests_deduplicated.labels("retry").inc()
                 return Response(status_code=200, headers={"X-Slack-No-Retry": "1"})
             raise Refusal(401, f"replayed request ({verified.kind})")
         bolt_request = AsyncBoltRequest(
