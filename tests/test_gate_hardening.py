@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.gate.authz import DEMO_OPERATOR, Authorizer
 from bot.gate.gate import Refused
 from commands.destructive import Proposal
+from tests.conftest import make_settings
 from tests.gate_helpers import DRILL_KEY, GateWorld, drill_command, drill_value, gate_world, run_drill
 
 _ = drill_command  # the autouse fixture that registers /drill
@@ -117,3 +119,14 @@ async def test_every_refusal_of_the_gate_is_one_trail_entry(world: GateWorld) ->
 
 async def _ignore(steps: object) -> None:
     return None
+
+
+@pytest.mark.parametrize(
+    ("environment", "allowed"), [("sandbox", True), ("production", False), ("test", False)]
+)
+async def test_the_demo_operator_holds_no_role_outside_the_sandbox(environment: str, allowed: bool) -> None:
+    settings = make_settings(environment=environment, operators=[DEMO_OPERATOR], viewers=["*"])
+    authorizer = Authorizer(settings, None)
+    assert await authorizer.allowed(DEMO_OPERATOR, "operator") is allowed
+    assert await authorizer.allowed(DEMO_OPERATOR, "viewer") is allowed  # not even "everyone"
+    assert await authorizer.allowed("U0OPS0001", "viewer")

@@ -27,8 +27,12 @@ EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
 
 async def _ask(prompt: str, secret: bool = False) -> str:
-    """Read one answer from the terminal without blocking the event loop."""
-    reader = getpass.getpass if secret else input
+    """Read one answer without blocking the event loop: from the terminal, or from piped input.
+
+    A code is read without echo at a terminal; piped (a script answering, as the demo does), it is
+    read from standard input, never from an argument.
+    """
+    reader = getpass.getpass if secret and sys.stdin.isatty() else input
     try:
         return (await asyncio.to_thread(reader, prompt)).strip()
     except EOFError:

@@ -15,6 +15,9 @@ log = structlog.get_logger("chatops.authz")
 
 Role = Literal["viewer", "responder", "operator", "mfa_admin"]
 EVERYONE = "*"
+# The demo's operator (scripts/demo.sh types its codes): it holds no role anywhere but the sandbox.
+DEMO_OPERATOR = "U0DEMO0001"
+SANDBOX_ENVIRONMENT = "sandbox"
 _GROUP_CACHE_SECONDS = 60.0
 
 
@@ -29,11 +32,14 @@ class Authorizer:
             "mfa_admin": settings.mfa_admins,
         }
         self.destructive_channels = settings.destructive_channels
+        self.environment = settings.environment
         self.slack = slack
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def allowed(self, user_id: str | None, role: Role) -> bool:
         """Return whether the user holds the role (directly or through a user group)."""
+        if user_id == DEMO_OPERATOR and self.environment != SANDBOX_ENVIRONMENT:
+            return False  # whose codes a script knows must never act on a real platform
         entries = self.members[role]
         if EVERYONE in entries:
             return True
