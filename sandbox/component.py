@@ -29,7 +29,7 @@ class ComponentStatus:
     def __str__(self) -> str:
         """Render one aligned line."""
         state = "running" if self.running else "stopped"
-        return f"{self.name:<11} {state:<8} {self.detail}"
+        return f"{self.name:<12} {state:<8} {self.detail}"
 
 
 class Paths:
@@ -46,6 +46,11 @@ class Paths:
         self.prometheus_data = self.root / "prometheus" / "data"
         self.prometheus_config = self.root / "prometheus" / "prometheus.yml"
         self.prometheus_rules = self.root / "prometheus" / "rules"
+        self.alertmanager = self.root / "alertmanager"
+        self.alertmanager_data = self.root / "alertmanager" / "data"
+        self.alertmanager_config = self.root / "alertmanager" / "alertmanager.yml"
+        # Where this sandbox's Prometheus finds its Alertmanager (file_sd): none, no alerts sent.
+        self.alertmanager_targets = self.root / "alertmanager" / "prometheus-sd.json"
         self.podman = self.root / "podman"
         self.containers_conf = self.root / "podman" / "containers.conf"
         self.lock = self.root / ".lock"
@@ -61,7 +66,14 @@ class Paths:
 
     def make(self) -> None:
         """Create the directories."""
-        for directory in (self.run, self.var, self.logs, self.s3, self.prometheus_data):
+        for directory in (
+            self.run,
+            self.var,
+            self.logs,
+            self.s3,
+            self.prometheus_data,
+            self.alertmanager_data,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
         self.prometheus_rules.mkdir(parents=True, exist_ok=True)
         self.podman.mkdir(parents=True, exist_ok=True)

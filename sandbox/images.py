@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 VERSIONS = ("v2.0.5", "v2.0.6")
 DEFAULT_VERSION = "v2.0.5"
+FAULTY_VERSION = "v2.0.6"
+# What a `passes-health` faulty release bakes in (sandbox.backend reads FAULT_*): /health answers
+# 200 while this share of API requests answers 5xx, so only traffic and its metrics show the fault.
+PASSES_HEALTH_ENV = {"FAULT_HEALTH": "ok", "FAULT_ERROR_RATE": "0.3"}
 BACKEND_IMAGE = "3dpot-backend"
 BASE_IMAGE = "3dpot-base:busybox"
 CONTAINER_PORT = 8000
@@ -87,9 +91,16 @@ def _base_rootfs() -> bytes:
     return buffer.getvalue()
 
 
-def _dockerfile(version: str) -> str:
-    """Return the backend image's Dockerfile for `version`."""
+def _dockerfile(version: str, faulty_release: str = "fails-health") -> str:
+    """Return the backend image's Dockerfile for `version`.
+
+    The faulty release fails /health unless `faulty_release` is `passes-health`: then its image
+    sets PASSES_HEALTH_ENV. (The default adds nothing, so existing images are not rebuilt.)
+    """
     python = _python_in_container()
+    fault = ""
+    if version == FAULTY_VERSION and faulty_release == "passes-health":
+        fault = "ENV " + " ".join(f"{name}={value}" for name, value in PASSES_HEALTH_ENV.items()) + "\n"
     return f"""\
 FROM {BASE_IMAGE}
 LABEL org.opencontainers.image.title="{BACKEND_IMAGE}" \\
@@ -106,13 +117,13 @@ ENV APP_VERSION={version} \\
 COPY VERSION /etc/3dpot/VERSION
 WORKDIR {CONTAINER_CODE_DIR}
 EXPOSE {CONTAINER_PORT}
-CMD ["{python}", "-m", "sandbox.backend"]
+{fault}CMD ["{python}", "-m", "sandbox.backend"]
 """
 
 
-def _recipe(version: str) -> str:
+def _recipe(version: str, faulty_release: str = "fails-health") -> str:
     """Return a short hash of the Dockerfile, so that an image built from an older one is rebuilt."""
-    return hashlib.sha256(_dockerfile(version).encode()).hexdigest()[:16]
+    return hashlib.sha256(_dockerfile(version, faulty_release).encode()).hexdigest()[:16]
 
 
 def _image_present(client: docker.DockerClient, ref: str, recipe: str | None = None) -> bool:
@@ -138,13 +149,13 @@ def ensure_images(settings: Settings, *, rebuild: bool = False) -> list[str]:
         for version in VERSIONS:
             # settings.backend_image: a test can build images of its own, safe from rebuilds.
             ref = f"{settings.backend_image}:{version}"
-            recipe = _recipe(version)
+            recipe = _recipe(version, settings.sandbox_faulty_release)
             if not rebuild and _image_present(client, ref, recipe):
                 continue
             context = io.BytesIO()
             with tarfile.open(fileobj=context, mode="w") as tar:
                 for name, text in (
-                    ("Dockerfile", _dockerfile(version)),
+                    ("Dockerfile", _dockerfile(version, settings.sandbox_faulty_release)),
                     ("VERSION", version + "\n"),
                 ):
                     data = text.encode()

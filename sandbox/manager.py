@@ -11,7 +11,9 @@ mend them:
   Engine API;
 - backend (`sandbox.backend_container`, images from `sandbox.images`): the `3dpot-backend-1`
   container (Compose labels) running `sandbox.backend`;
-- prometheus (`sandbox.prometheus`): scraping the backend every second.
+- prometheus (`sandbox.prometheus`): scraping the backend every second, evaluating a copy of the
+  runbook's alerting rules (monitoring/alerts.yml);
+- alertmanager (`sandbox.alertmanager`): what those rules fire, posted to the bot's /alerts.
 
 Everything lives under `settings.sandbox_dir`.
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sandbox.alertmanager import alertmanager_status, start_alertmanager, stop_alertmanager
 from sandbox.backend_container import (
     BACKEND_CONTAINER,
     backend_container_name,
@@ -62,11 +65,13 @@ __all__ = [
     "s3_client",
     "s3_status",
     "set_faults",
+    "start_alertmanager",
     "start_backend",
     "start_podman",
     "start_prometheus",
     "start_s3",
     "status",
+    "stop_alertmanager",
     "stop_backend",
     "stop_podman",
     "stop_prometheus",
@@ -127,29 +132,33 @@ async def up(settings: Settings, version: str | None = None, *, reseed: bool = F
 
     with file_lock(paths.lock):
         # The components do not depend on each other to start, so start them together.
-        db, s3, backend, prometheus = await asyncio.gather(
+        db, s3, backend, prometheus, alertmanager = await asyncio.gather(
             provision_db(settings, reseed=reseed),
             asyncio.to_thread(start_s3, settings),
             asyncio.to_thread(containers),
             asyncio.to_thread(start_prometheus, settings),
+            asyncio.to_thread(start_alertmanager, settings),
         )
         podman = await asyncio.to_thread(podman_status, settings)
-    return SandboxStatus(paths.root, [db, s3, podman, backend, prometheus], time.monotonic() - started)
+    return SandboxStatus(
+        paths.root, [db, s3, podman, backend, prometheus, alertmanager], time.monotonic() - started
+    )
 
 
 async def status(settings: Settings) -> SandboxStatus:
     """Return every component's status."""
     started = time.monotonic()
-    db, s3, podman, backend, prometheus = await asyncio.gather(
+    db, s3, podman, backend, prometheus, alertmanager = await asyncio.gather(
         db_status(settings),
         asyncio.to_thread(s3_status, settings),
         asyncio.to_thread(podman_status, settings),
         asyncio.to_thread(backend_status, settings),
         asyncio.to_thread(prometheus_status, settings),
+        asyncio.to_thread(alertmanager_status, settings),
     )
     return SandboxStatus(
         Path(settings.sandbox_dir),
-        [db, s3, podman, backend, prometheus],
+        [db, s3, podman, backend, prometheus, alertmanager],
         time.monotonic() - started,
     )
 
@@ -163,10 +172,11 @@ async def down(settings: Settings, *, purge: bool = False) -> SandboxStatus:
         backend = await asyncio.to_thread(stop_backend, settings)
         if purge and podman_answers(settings):
             await asyncio.to_thread(remove_images, settings)
-        podman, s3, prometheus = await asyncio.gather(
+        podman, s3, prometheus, alertmanager = await asyncio.gather(
             asyncio.to_thread(stop_podman, settings),
             asyncio.to_thread(stop_s3, settings),
             asyncio.to_thread(stop_prometheus, settings),
+            asyncio.to_thread(stop_alertmanager, settings),
         )
         db = ComponentStatus("db", True, "left running (the machine's PostgreSQL)")
         if purge:
@@ -181,4 +191,6 @@ async def down(settings: Settings, *, purge: bool = False) -> SandboxStatus:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     child.unlink()
-    return SandboxStatus(paths.root, [db, s3, podman, backend, prometheus], time.monotonic() - started)
+    return SandboxStatus(
+        paths.root, [db, s3, podman, backend, prometheus, alertmanager], time.monotonic() - started
+    )

@@ -1,8 +1,11 @@
-"""The sandbox's Prometheus: scraping the backend every second, history backfilled with promtool."""
+"""The sandbox's Prometheus: scraping the backend every second, history backfilled with promtool,
+evaluating a copy of the runbook's alerting rules (monitoring/alerts.yml) every second and sending
+what fires to the sandbox's Alertmanager."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -27,17 +30,82 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 
+# The runbook's alerting rules, as production runs them; the sandbox evaluates a copy (see below).
+RULES_SOURCE = Path(__file__).resolve().parent.parent / "monitoring" / "alerts.yml"
+RULES_COPY = "alerts.yml"
+EVALUATION_INTERVAL = "1s"
+_FOR = re.compile(r"^(\s+for:\s*)(\S+)(\s*(?:#.*)?)$", re.MULTILINE)
+
+
+def sandbox_rules(settings: Settings, source: Path = RULES_SOURCE) -> str:
+    """Return the sandbox's copy of the alerting rules: the same, but for `for:` set to
+    settings.sandbox_alert_for (unless that is empty), with a header that says so."""
+    text = source.read_text()
+    if not settings.sandbox_alert_for:
+        return f"# Copied by the chatops sandbox from {source}, unchanged.\n{text}"
+    durations = ", ".join(sorted({match[1] for match in _FOR.findall(text)})) or "none"
+    header = (
+        f"# Copied by the chatops sandbox from {source}, with every `for:` set to "
+        f"{settings.sandbox_alert_for} (there: {durations}) so that a demo does not wait; "
+        "CHATOPS_SANDBOX_ALERT_FOR chooses it.\n"
+    )
+    return header + _FOR.sub(lambda m: f"{m.group(1)}{settings.sandbox_alert_for}{m.group(3)}", text)
+
+
+def check_rules(path: Path) -> None:
+    """Run `promtool check rules` on a rules file; raise with its message if it fails."""
+    result = subprocess.run(
+        [find_program("promtool"), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise SandboxError(f"promtool check rules {path}: {(result.stdout + result.stderr).strip()[-500:]}")
+
+
+def _write_rules(settings: Settings, paths: Paths) -> bool:
+    """Write the sandbox's copy of the rules (checked by promtool first); return True if it changed."""
+    target = paths.prometheus_rules / RULES_COPY
+    if not RULES_SOURCE.is_file():
+        # An install without the repository's monitoring/ folder: no rules, and the status says so.
+        if target.exists():
+            target.unlink()
+            return True
+        return False
+    text = sandbox_rules(settings)
+    if target.exists() and target.read_text() == text:
+        return False
+    candidate = paths.prometheus_rules / f".{RULES_COPY}.new"  # outside the rule_files glob
+    candidate.write_text(text)
+    try:
+        check_rules(candidate)
+    except SandboxError:
+        candidate.unlink()
+        raise
+    candidate.replace(target)
+    return True
+
+
 def _prometheus_config(settings: Settings, paths: Paths) -> str:
-    """Return prometheus.yml: scrape the backend every second, load the rules directory."""
+    """Return prometheus.yml: scrape the backend every second, evaluate the rules directory every
+    second, and send alerts to the Alertmanager of the same sandbox directory, found through the
+    file that `start_alertmanager` writes (a Prometheus of a test's own, in a directory of its own,
+    sends none to the shared one)."""
     target = f"{url_host(settings.api_url)}:{url_port(settings.api_url, 18080)}"
+    targets = paths.alertmanager_targets
     return f"""\
 # Written by the chatops sandbox.
 global:
   scrape_interval: 1s
-  evaluation_interval: 1s
+  evaluation_interval: {EVALUATION_INTERVAL}
   scrape_timeout: 1s
 rule_files:
   - {paths.prometheus_rules}/*.yml
+alerting:
+  alertmanagers:
+    - file_sd_configs:
+        - files: ["{targets.parent}/{targets.stem}*{targets.suffix}"]
 scrape_configs:
   - job_name: 3dpot-backend
     metrics_path: /metrics
@@ -73,6 +141,7 @@ def start_prometheus(settings: Settings, extra_blocks_dir: Path | str | None = N
     changed = not paths.prometheus_config.exists() or paths.prometheus_config.read_text() != config
     if changed:
         paths.prometheus_config.write_text(config)
+    changed = _write_rules(settings, paths) or changed
     started = False
     listen = f"{url_host(settings.prometheus_url)}:{url_port(settings.prometheus_url, 9090)}"
     if pid is None:
@@ -83,15 +152,19 @@ def start_prometheus(settings: Settings, extra_blocks_dir: Path | str | None = N
             # Backfilled history must stay inside retention to be queryable.
             "--storage.tsdb.retention.time=30d",
             f"--web.listen-address={listen}",
+            # The address alerts link back to (generatorURL), instead of the host's name.
+            f"--web.external-url={settings.prometheus_url.rstrip('/')}",
             "--web.enable-lifecycle",
             "--log.level=warn",
         ]
         pid = spawn(argv, paths.pid("prometheus"), paths.out("prometheus"), cwd=paths.prometheus)
         started = True
     elif changed:
-        # Reload so a changed target (another API port) takes effect without a restart.
+        # Reload so a changed target (another API port) or rule takes effect without a restart.
         with contextlib.suppress(httpx.HTTPError):
-            httpx.post(settings.prometheus_url.rstrip("/") + "/-/reload", timeout=HTTP_TIMEOUT)
+            response = httpx.post(settings.prometheus_url.rstrip("/") + "/-/reload", timeout=HTTP_TIMEOUT)
+            if response.status_code != 200:
+                raise SandboxError(f"prometheus: reload refused: {response.text.strip()[:300]}")
     ready = settings.prometheus_url.rstrip("/") + "/-/ready"
     wait_until(
         lambda: http_ok(ready),
@@ -139,7 +212,8 @@ def stop_prometheus(settings: Settings) -> ComponentStatus:
 
 
 def prometheus_status(settings: Settings) -> ComponentStatus:
-    """Report Prometheus's readiness and the backend target's health."""
+    """Report Prometheus's readiness, the backend target's health, the alerting rules and where
+    their alerts go."""
     paths = Paths(settings)
     pid = running_pid(paths.pid("prometheus"), "prometheus")
     base = settings.prometheus_url.rstrip("/")
@@ -156,10 +230,41 @@ def prometheus_status(settings: Settings) -> ComponentStatus:
         target = states[0] if states else "not discovered yet"
     except (httpx.HTTPError, ValueError):
         pass
+    rules, active, alertmanagers = _alerting_state(base)
     detail = f"{base}" + (f", pid {pid}" if pid else " (not started by sandbox)")
+    detail += f", target 3dpot-backend {target}"
+    detail += f", {len(rules)} alerting rules"
+    if rules and settings.sandbox_alert_for:
+        detail += f" (for: {settings.sandbox_alert_for} in the sandbox)"
+    detail += ", " + (", ".join(f"{name} {state}" for name, state in active) if active else "none active")
+    detail += ", alerts to " + (", ".join(alertmanagers) if alertmanagers else "no Alertmanager")
     return ComponentStatus(
         "prometheus",
         True,
-        f"{detail}, target 3dpot-backend {target}",
-        {"pid": pid, "target": target},
+        detail,
+        {
+            "pid": pid,
+            "target": target,
+            "rules": rules,
+            "alerts": dict(active),
+            "alertmanagers": alertmanagers,
+        },
     )
+
+
+def _alerting_state(base: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Return the alerting rules loaded, the active ones (pending or firing), and the Alertmanagers."""
+    rules: list[str] = []
+    active: list[tuple[str, str]] = []
+    alertmanagers: list[str] = []
+    with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError, TypeError, KeyError):
+        groups = httpx.get(base + "/api/v1/rules", params={"type": "alert"}, timeout=HTTP_TIMEOUT).json()
+        for group in groups["data"]["groups"]:
+            for rule in group["rules"]:
+                rules.append(str(rule["name"]))
+                if rule.get("state") in ("pending", "firing"):
+                    active.append((str(rule["name"]), str(rule["state"])))
+    with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError, TypeError, KeyError):
+        found = httpx.get(base + "/api/v1/alertmanagers", timeout=HTTP_TIMEOUT).json()
+        alertmanagers = [str(item["url"]) for item in found["data"]["activeAlertmanagers"]]
+    return rules, active, alertmanagers

@@ -3,11 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: Prometheus (+promtool), Podman serving the Docker Engine API, busybox for images;
+# System packages: Prometheus (+promtool) and Alertmanager (+amtool; the sandbox's alerting path),
+# Podman serving the Docker Engine API, busybox for images;
 # jq and time for the trace lookup benchmark's baseline (grep -F | jq) and its peak memory.
 # PostgreSQL (with pg_dump/pg_restore) and Redis are started by the machine itself.
 need=()
-for package in prometheus podman runc busybox-static catatonit jq time; do
+for package in prometheus prometheus-alertmanager podman runc busybox-static catatonit jq time; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if ((${#need[@]})); then

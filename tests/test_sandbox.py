@@ -97,7 +97,8 @@ def test_audit_rows_are_deterministic() -> None:
 
 def test_up_reports_every_component_running(sandbox: SandboxStatus) -> None:
     assert sandbox.running, str(sandbox)
-    assert [c.name for c in sandbox.components] == ["db", "s3", "podman", "backend", "prometheus"]
+    names = ["db", "s3", "podman", "backend", "prometheus", "alertmanager"]
+    assert [c.name for c in sandbox.components] == names
     assert "sandbox" in str(sandbox)
 
 
@@ -130,9 +131,9 @@ def test_a_second_up_reuses_everything(sandbox: SandboxStatus, settings: Setting
     again = ensure_sandbox(settings)
     assert again.running, str(again)
     # The same processes, the same container and images, the same seeded data.
-    for name in ("s3", "podman", "prometheus"):
+    for name in ("s3", "podman", "prometheus", "alertmanager"):
         assert again.component(name).info["pid"] == first.component(name).info["pid"], str(again)
-    for name in ("s3", "backend", "prometheus"):
+    for name in ("s3", "backend", "prometheus", "alertmanager"):
         assert again.component(name).detail.endswith(", reused"), str(again)
     assert again.component("db").detail.endswith("audit_log rows (reused)"), str(again)
     assert engine_objects(settings) == before
