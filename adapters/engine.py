@@ -9,14 +9,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-import docker
-import docker.errors
-import requests
-from docker.errors import DockerException
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from adapters.base import DependencyError, classify
+from adapters.engine_stats import lifetime_cpu
+
+if TYPE_CHECKING:
+    # The Docker SDK (with requests and urllib3, about a tenth of a second and 15 MB) is imported
+    # where the engine is first talked to: most commands and an idle `chatops serve` never do.
+    import docker
+    from docker.errors import DockerException
 
 # Pinned so that building the client never calls the engine (version="auto" would).
 DOCKER_API_VERSION = "1.41"
@@ -38,6 +40,8 @@ class EngineAdapter:
     def client(self) -> docker.DockerClient:
         """Return the SDK client, made on first use (it opens no connection itself)."""
         if self._client is None:
+            import docker
+
             self._client = docker.DockerClient(
                 base_url=self.base_url, version=DOCKER_API_VERSION, timeout=max(1, int(self.timeout + 0.999))
             )
@@ -58,6 +62,8 @@ class EngineAdapter:
         )
 
     def _check(self) -> str:
+        from docker.errors import DockerException
+
         try:
             if not self.client.ping():
                 raise DependencyError("unexpected answer", "engine ping did not answer OK")
@@ -83,6 +89,9 @@ class EngineAdapter:
         return await asyncio.to_thread(self._check)
 
     def _platform_stats(self, sample_seconds: float) -> list[ContainerStats]:
+        import requests
+        from docker.errors import DockerException
+
         try:
             containers = list(
                 self.client.containers.list(
@@ -104,6 +113,8 @@ class EngineAdapter:
             raise classify(error) from None
 
     def _container_stats(self, container: Any, before: Any, after: Any) -> ContainerStats:
+        from docker.errors import DockerException
+
         attrs = container.attrs
         labels = attrs.get("Config", {}).get("Labels") or {}
         image_ref = str(attrs.get("Config", {}).get("Image", ""))
@@ -117,13 +128,14 @@ class EngineAdapter:
         tag = (tags[0] if tags else image_ref).rsplit("/", 1)[-1]
         if version is None and ":" in tag:
             version = tag.rsplit(":", 1)[1]
-        cpu = memory = limit = None
+        cpu = memory = limit = age = lifetime = None
+        state = attrs.get("State", {})
         if isinstance(after, dict):
             cpu = _cpu_percent(before, after)
             memory_stats = after.get("memory_stats") or {}
             memory = int(memory_stats["usage"]) if "usage" in memory_stats else None
             limit = int(memory_stats["limit"]) if memory_stats.get("limit") else None
-        state = attrs.get("State", {})
+            age, lifetime = lifetime_cpu(after, str(state.get("StartedAt") or "") or None)
         return ContainerStats(
             name=container.name,
             service=str(labels.get("com.docker.compose.service", "")),
@@ -135,6 +147,8 @@ class EngineAdapter:
             memory_bytes=memory,
             memory_limit_bytes=limit,
             started_at=str(state.get("StartedAt") or "") or None,
+            age_seconds=age,
+            lifetime_cpu_percent=lifetime,
         )
 
     async def platform_stats(self, sample_seconds: float = 0.5) -> list[ContainerStats]:
@@ -153,6 +167,8 @@ class EngineAdapter:
         self, timeout: float, work: Callable[[docker.DockerClient], _T], grace: float = 0.0
     ) -> _T:
         def run() -> _T:
+            import docker
+
             client = docker.DockerClient(
                 base_url=self.base_url, version=DOCKER_API_VERSION, timeout=max(1, math.ceil(timeout))
             )
@@ -189,9 +205,11 @@ class EngineAdapter:
         """Return the id of the image a reference names, or None when it is not present."""
 
         def work(client: docker.DockerClient) -> str | None:
+            from docker.errors import ImageNotFound
+
             try:
                 return str(client.api.inspect_image(ref)["Id"])
-            except docker.errors.ImageNotFound:
+            except ImageNotFound:
                 return None
 
         return await self._call(timeout, work)
@@ -229,10 +247,12 @@ class EngineAdapter:
         """
 
         def work(client: docker.DockerClient) -> ContainerInfo:
+            from docker.errors import ImageNotFound
+
             source = client.api.inspect_container(source_id)
             try:
                 base = client.api.inspect_image(source["Image"])
-            except docker.errors.ImageNotFound:
+            except ImageNotFound:
                 base = None  # the old image is gone: everything the container shows is carried
             target_id = str(client.api.inspect_image(image)["Id"])
             body, more_networks = clone_config(source, base, image, target_id, env)
@@ -275,9 +295,11 @@ class EngineAdapter:
         """Remove a container, stopping it first if it runs; a container already gone is fine."""
 
         def work(client: docker.DockerClient) -> None:
+            from docker.errors import NotFound
+
             try:
                 client.api.remove_container(container_id, force=True)
-            except docker.errors.NotFound:
+            except NotFound:
                 return
 
         await self._call(timeout, work)
@@ -321,6 +343,10 @@ class ContainerStats:
     memory_bytes: int | None
     memory_limit_bytes: int | None
     started_at: str | None
+    # How long it has run (the engine's clock), and its CPU averaged over that whole time: for a
+    # container younger than a triage's window, its CPU over the window (a sample would catch start-up).
+    age_seconds: float | None = None
+    lifetime_cpu_percent: float | None = None
 
 
 def _has_precpu(stats: Any) -> bool:
@@ -352,6 +378,8 @@ class ServiceAction:
         self.action_timeout = action_timeout
 
     def _client(self) -> docker.DockerClient:
+        import docker
+
         # Stopping waits for the container to exit: the engine's short ping timeout would cut it off.
         return docker.DockerClient(
             base_url=self.engine.base_url,
@@ -373,6 +401,8 @@ class ServiceAction:
         )
 
     def _apply(self, service: str, action: str, stop_seconds: int) -> list[tuple[str, str]]:
+        from docker.errors import DockerException
+
         client = self._client()
         try:
             containers = self._containers(client, service)
@@ -575,11 +605,13 @@ def _signal_name(value: Any) -> str | None:
 
 
 def _operation_error(error: BaseException) -> DependencyError:
-    if isinstance(error, docker.errors.NotFound):
+    from docker.errors import APIError, DockerException, NotFound
+
+    if isinstance(error, NotFound):
         return DependencyError("not found", str(error.explanation or error)[:200])
-    if isinstance(error, docker.errors.APIError):
+    if isinstance(error, APIError):
         return DependencyError("error", str(error.explanation or error)[:300])
-    if isinstance(error, DockerException) and not isinstance(error, docker.errors.APIError):
+    if isinstance(error, DockerException) and not isinstance(error, APIError):
         reason, detail = _engine_reason(error)
         return DependencyError(reason, detail)
     return classify(error)

@@ -110,11 +110,14 @@ class GitHubAdapter:
         )
         return _issue(data)
 
-    async def update_issue(self, number: int, title: str, body: str, labels: list[str]) -> Issue:
-        """Replace an issue's title, body and labels."""
-        data = await self._call(
-            "PATCH", f"/repos/{self.repo}/issues/{number}", {"title": title, "body": body, "labels": labels}
-        )
+    async def update_issue(
+        self, number: int, title: str, body: str, labels: list[str] | None = None
+    ) -> Issue:
+        """Replace an issue's title and body, and its labels when given (else they stay as they are)."""
+        fields: dict[str, Any] = {"title": title, "body": body}
+        if labels is not None:
+            fields["labels"] = labels
+        data = await self._call("PATCH", f"/repos/{self.repo}/issues/{number}", fields)
         return _issue(data)
 
     async def get_issue(self, number: int) -> Issue:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import DependencyError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class PlatformApiAdapter:
@@ -15,7 +16,18 @@ class PlatformApiAdapter:
     name = "api"
 
     def __init__(self, base_url: str, timeout: float) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        self.base_url = base_url
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """Return the HTTP client, made on first use: httpx is imported only by a command that calls."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+        return self._client
 
     async def ping(self) -> str:
         """GET /health and expect `{"status": "healthy"}`."""
@@ -32,5 +44,6 @@ class PlatformApiAdapter:
         return f"healthy ({version})" if version else "healthy"
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
+        """Close the HTTP client (none when it was never made)."""
+        if self._client is not None:
+            await self._client.aclose()

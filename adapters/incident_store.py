@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -43,11 +43,37 @@ class Incident(BaseModel):
     last_update: str | None = None
     last_update_at: datetime | None = None
     header_ts: str | None = None
+    # Where it was declared (None: as `channel_id`); `channel_id` is where it lives: its own channel
+    # (named `channel_name`, with a link `origin_ts` where it was declared), or that same channel.
+    origin_channel_id: str | None = None
+    channel_name: str | None = None
+    origin_ts: str | None = None
+    # Roles beside the commander: the communications lead and the scribe.
+    comms_lead: str | None = None
+    scribe: str | None = None
+    # When it first had a commander (the time to commander of the metrics).
+    acknowledged_at: datetime | None = None
+    # Its one message in the stakeholder channel, edited in place.
+    announcement_channel: str | None = None
+    announcement_ts: str | None = None
+    # Its channel's bookmarks by what they are (runbook, graphs, rca) -> Slack's bookmark id.
+    bookmarks: dict[str, str] = Field(default_factory=dict)
+    last_reminded_at: datetime | None = None
 
     @property
     def reference(self) -> str:
         """Return the name people use for it (INC-12)."""
         return f"INC-{self.id}"
+
+    @property
+    def declared_in(self) -> str:
+        """Return the channel it was declared in."""
+        return self.origin_channel_id or self.channel_id
+
+    @property
+    def has_own_channel(self) -> bool:
+        """Return whether it lives in a channel of its own (not the one it was declared in)."""
+        return self.declared_in != self.channel_id
 
 
 class TimelineEvent(BaseModel):
@@ -104,11 +130,31 @@ class FilingBusy(Exception):
 
 
 _INCIDENT_COLUMNS = """id, channel_id, title, severity, status, commander, declared_by, started_at,
-    declared_at, resolved_at, summary, last_update, last_update_at, header_ts"""
+    declared_at, resolved_at, summary, last_update, last_update_at, header_ts, origin_channel_id,
+    channel_name, origin_ts, comms_lead, scribe, acknowledged_at, announcement_channel, announcement_ts,
+    bookmarks, last_reminded_at"""
+# What the bot itself keeps about an incident's Slack presence (no timeline entry of their own).
+_BOOKKEEPING = frozenset(
+    {"header_ts", "channel_id", "channel_name", "origin_ts", "announcement_channel", "announcement_ts"}
+)
+# An update reminder is due when the incident's severity has an interval and that long has passed
+# since its last update (or its declaration) and since the last reminder. $1 is now; $2..$5 the
+# intervals of P1..P4 (NULL: no reminders for that severity).
+_REMINDER_DUE = """status = 'open'
+    AND (CASE severity WHEN 'P1' THEN $2::interval WHEN 'P2' THEN $3::interval
+                       WHEN 'P3' THEN $4::interval ELSE $5::interval END) IS NOT NULL
+    AND greatest(coalesce(last_update_at, declared_at), coalesce(last_reminded_at, '-infinity'))
+        + (CASE severity WHEN 'P1' THEN $2::interval WHEN 'P2' THEN $3::interval
+                         WHEN 'P3' THEN $4::interval ELSE $5::interval END) <= $1"""
 
 
 def _incident(row: asyncpg.Record | None) -> Incident | None:
-    return Incident(**dict(row)) if row is not None else None
+    if row is None:
+        return None
+    data = dict(row)
+    if isinstance(data.get("bookmarks"), str):
+        data["bookmarks"] = json.loads(data["bookmarks"])
+    return Incident(**data)
 
 
 def _event(row: asyncpg.Record) -> TimelineEvent:
@@ -163,10 +209,12 @@ class IncidentStore:
         async with self._conn() as conn, conn.transaction():
             # Two people declaring at once for the same alert: the second one is asked, not duplicated.
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _DECLARE_LOCK, channel_id)
+            # Open here, or declared from here and living in a channel of its own.
             existing = _incident(
                 await conn.fetchrow(
                     f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
-                        WHERE channel_id = $1 AND status = 'open' ORDER BY declared_at DESC LIMIT 1""",
+                        WHERE (channel_id = $1 OR origin_channel_id = $1) AND status = 'open'
+                        ORDER BY declared_at DESC LIMIT 1""",
                     channel_id,
                 )
             )
@@ -174,8 +222,10 @@ class IncidentStore:
                 return existing, existing
             row = await conn.fetchrow(
                 f"""INSERT INTO incidents (channel_id, title, severity, commander, declared_by, started_at,
-                        declared_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_INCIDENT_COLUMNS}""",
+                        declared_at, origin_channel_id, acknowledged_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $1,
+                            CASE WHEN $4::text IS NULL THEN NULL ELSE $7::timestamptz END)
+                    RETURNING {_INCIDENT_COLUMNS}""",
                 channel_id,
                 title,
                 severity,
@@ -205,6 +255,27 @@ class IncidentStore:
             )
         return _incident(row)
 
+    async def open_declared_from(self, channel_id: str) -> Incident | None:
+        """Return the open incident declared in this channel that lives in a channel of its own."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
+                    WHERE origin_channel_id = $1 AND channel_id <> $1 AND status = 'open'
+                    ORDER BY declared_at DESC LIMIT 1""",
+                channel_id,
+            )
+        return _incident(row)
+
+    async def open_incidents(self, limit: int = 20) -> list[Incident]:
+        """Return the open incidents, the most severe first, then the newest."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE status = 'open'
+                    ORDER BY severity, declared_at DESC LIMIT $1""",
+                limit,
+            )
+        return [item for item in map(_incident, rows) if item is not None]
+
     async def latest_in(self, channel_id: str) -> Incident | None:
         """Return the channel's latest incident, open or resolved."""
         async with self._conn() as conn:
@@ -226,6 +297,8 @@ class IncidentStore:
         allowed = {
             "severity",
             "commander",
+            "comms_lead",
+            "scribe",
             "last_update",
             "last_update_at",
             "summary",
@@ -237,13 +310,17 @@ class IncidentStore:
             raise ValueError(f"cannot change {sorted(unknown)}")
         kind, actor, text, details = event
         async with self._conn() as conn, conn.transaction():
-            assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(fields, start=2))
-            sets = f"{assignments}, updated_at = now()" if assignments else "updated_at = now()"
+            values: list[Any] = [incident_id, *fields.values()]
+            parts = [f"{name} = ${index}" for index, name in enumerate(fields, start=2)]
+            if fields.get("commander"):
+                # The first commander ends the time to commander; a later change does not move it.
+                values.append(at)
+                parts.append(f"acknowledged_at = coalesce(acknowledged_at, ${len(values)})")
+            sets = ", ".join([*parts, "updated_at = now()"])
             row = await conn.fetchrow(
                 f"""UPDATE incidents SET {sets} WHERE id = $1 AND status = 'open'
                     RETURNING {_INCIDENT_COLUMNS}""",
-                incident_id,
-                *fields.values(),
+                *values,
             )
             incident = _incident(row)
             if incident is None:
@@ -253,8 +330,71 @@ class IncidentStore:
 
     async def set_header(self, incident_id: int, header_ts: str) -> None:
         """Remember the incident's header message."""
+        await self.keep(incident_id, header_ts=header_ts)
+
+    async def keep(self, incident_id: int, **fields: str | None) -> Incident:
+        """Remember where the incident shows in Slack (its channel, header, link, announcement)."""
+        unknown = set(fields) - _BOOKKEEPING
+        if unknown or not fields:
+            raise ValueError(f"cannot keep {sorted(unknown) or 'nothing'}")
+        assignments = ", ".join(f"{name} = ${index}" for index, name in enumerate(fields, start=2))
         async with self._conn() as conn:
-            await conn.execute("UPDATE incidents SET header_ts = $2 WHERE id = $1", incident_id, header_ts)
+            row = await conn.fetchrow(
+                f"UPDATE incidents SET {assignments} WHERE id = $1 RETURNING {_INCIDENT_COLUMNS}",
+                incident_id,
+                *fields.values(),
+            )
+        incident = _incident(row)
+        if incident is None:
+            raise LookupError(f"there is no incident INC-{incident_id}")
+        return incident
+
+    async def set_bookmark(self, incident_id: int, kind: str, bookmark_id: str) -> None:
+        """Remember one bookmark of the incident's channel (to edit it later)."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE incidents SET bookmarks = bookmarks || jsonb_build_object($2::text, $3::text)"
+                " WHERE id = $1",
+                incident_id,
+                kind,
+                bookmark_id,
+            )
+
+    # --- reminders and metrics -----------------------------------------------------------------------
+
+    async def claim_due_reminders(
+        self, now: datetime, intervals: Mapping[Severity, timedelta | None], limit: int = 20
+    ) -> list[Incident]:
+        """Claim the open incidents whose update reminder is due, marking them reminded at `now`.
+
+        One conditional UPDATE: of replicas asking at once, each due incident goes to one of them
+        (the others skip the rows it holds, and find them no longer due once it commits).
+        """
+        every = [intervals.get(severity) for severity in SEVERITIES]
+        if not any(every):
+            return []
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""UPDATE incidents SET last_reminded_at = $1
+                    WHERE id IN (SELECT id FROM incidents WHERE {_REMINDER_DUE}
+                                 ORDER BY declared_at LIMIT $6 FOR UPDATE SKIP LOCKED)
+                      AND {_REMINDER_DUE}
+                    RETURNING {_INCIDENT_COLUMNS}""",
+                now,
+                *every,
+                limit,
+            )
+        return [item for item in map(_incident, rows) if item is not None]
+
+    async def declared_since(self, since: datetime) -> list[Incident]:
+        """Return the incidents declared since a moment (for the metrics), oldest first."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE declared_at >= $1
+                    ORDER BY declared_at, id""",
+                since,
+            )
+        return [item for item in map(_incident, rows) if item is not None]
 
     async def add_event(
         self,
@@ -400,6 +540,7 @@ class IncidentStore:
     async def update_draft(self, incident_id: int, **fields: Any) -> None:
         """Set bookkeeping fields of a draft (preview message, filing outcome, last error)."""
         allowed = {
+            "body",
             "preview_channel",
             "preview_ts",
             "issue_number",

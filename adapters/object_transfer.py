@@ -14,11 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError  # light: botocore's errors, not its clients
 
 from adapters.base import DependencyError, classify
-from adapters.storage import s3_client
+from adapters.storage import LazyClient, s3_client
 
 _CHUNK = 1024 * 1024
 # Above this size an upload goes in parts (and its ETag stops being the MD5 of the body).
@@ -62,17 +61,24 @@ class ObjectTransfer:
         attempts: int = 3,
     ) -> None:
         self.endpoint_url = endpoint_url
-        self.client: Any = s3_client(
-            endpoint_url,
-            access_key_id,
-            secret_access_key,
-            region,
-            connect_timeout=min(timeout, 5.0),
-            read_timeout=timeout,
-            attempts=attempts,
-            max_pool_connections=_MAX_POOL,
+        # Built on first use: boto3 and its S3 model are loaded only by a command that moves objects.
+        self._client = LazyClient(
+            lambda: s3_client(
+                endpoint_url,
+                access_key_id,
+                secret_access_key,
+                region,
+                connect_timeout=min(timeout, 5.0),
+                read_timeout=timeout,
+                attempts=attempts,
+                max_pool_connections=_MAX_POOL,
+            )
         )
-        self._transfer = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD, use_threads=False)
+
+    @property
+    def client(self) -> Any:
+        """Return the boto3 client, built on first use (nothing connects until a call)."""
+        return self._client.get()
 
     async def _call(self, function: Any, *args: Any) -> Any:
         try:
@@ -225,7 +231,10 @@ class ObjectTransfer:
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type
-        self.client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=self._transfer)
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD, use_threads=False)
+        self.client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=config)
 
     async def upload(
         self,

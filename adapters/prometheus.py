@@ -1,18 +1,18 @@
-"""Prometheus through prometheus-api-client, run in a worker thread."""
+"""Prometheus's HTTP API through a requests session, run in a pool of threads of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import functools
+import threading
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import DependencyError
+
+if TYPE_CHECKING:
+    import requests
 
 
 class PrometheusAdapter:
@@ -23,11 +23,27 @@ class PrometheusAdapter:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        # No retries: a retry would stretch a dead Prometheus past the caller's timeout.
-        self.client = PrometheusConnect(url=self.url, retry=Retry(total=0), timeout=timeout)
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        """Return the HTTP session, made on first use (requests is imported only then)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    import requests
+                    from requests.adapters import HTTPAdapter
+                    from urllib3.util.retry import Retry
+
+                    session = requests.Session()
+                    # No retries: a retry would stretch a dead Prometheus past the caller's timeout.
+                    session.mount(self.url, HTTPAdapter(max_retries=Retry(total=0)))
+                    self._session = session
+        return self._session
 
     def _ready(self) -> str:
-        response = self.client._session.get(f"{self.url}/-/ready", timeout=self.timeout)
+        response = self.session.get(f"{self.url}/-/ready", timeout=self.timeout)
         if response.status_code != 200:
             raise DependencyError(
                 "unexpected answer", f"/-/ready answered {response.status_code}: {response.text[:80]}"
@@ -42,8 +58,10 @@ class PrometheusAdapter:
         params = {"query": promql, "timeout": f"{timeout:g}s"}
         if at is not None:
             params["time"] = f"{at:.3f}"
+        import requests
+
         try:
-            response = self.client._session.get(f"{self.url}/api/v1/query", params=params, timeout=timeout)
+            response = self.session.get(f"{self.url}/api/v1/query", params=params, timeout=timeout)
         except requests.RequestException as error:
             # Without retries urllib3 wraps a read timeout in a ConnectionError: tell them apart by text.
             if isinstance(error, requests.Timeout) or "timed out" in str(error).lower():
@@ -83,10 +101,10 @@ class PrometheusAdapter:
             "step": f"{step:g}",
             "timeout": f"{timeout:g}s",
         }
+        import requests
+
         try:
-            response = self.client._session.get(
-                f"{self.url}/api/v1/query_range", params=params, timeout=timeout
-            )
+            response = self.session.get(f"{self.url}/api/v1/query_range", params=params, timeout=timeout)
         except requests.Timeout:
             raise DependencyError("timeout", f"no answer from {self.url} in time") from None
         except requests.ConnectionError:

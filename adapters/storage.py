@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError  # light: botocore's errors, not its clients
 
 from adapters.base import DependencyError
 
@@ -24,7 +24,13 @@ def s3_client(
     attempts: int = 1,
     max_pool_connections: int = 10,
 ) -> Any:
-    """Build a boto3 S3 client with path-style addressing (MinIO, SeaweedFS) and explicit timeouts."""
+    """Build a boto3 S3 client with path-style addressing (MinIO, SeaweedFS) and explicit timeouts.
+
+    boto3 and the S3 service model (a tenth of a second, 20 MB) are loaded by the first client built.
+    """
+    import boto3
+    from botocore.config import Config
+
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -39,6 +45,27 @@ def s3_client(
             max_pool_connections=max_pool_connections,
         ),
     )
+
+
+class LazyClient:
+    """A client built the first time it is asked for, once, whichever thread asks first.
+
+    Building a boto3 client loads boto3 and its service model; boto3's default session is not safe
+    to build clients from in two threads at once, hence the lock.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        """Return the client, building it if this is the first call."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build()
+        return self._client
 
 
 class StorageAdapter:
@@ -56,14 +83,21 @@ class StorageAdapter:
         timeout: float,
     ) -> None:
         self.bucket = bucket
-        self.client: Any = s3_client(
-            endpoint_url,
-            access_key_id,
-            secret_access_key,
-            region,
-            connect_timeout=timeout,
-            read_timeout=timeout,
+        self._client = LazyClient(
+            lambda: s3_client(
+                endpoint_url,
+                access_key_id,
+                secret_access_key,
+                region,
+                connect_timeout=timeout,
+                read_timeout=timeout,
+            )
         )
+
+    @property
+    def client(self) -> Any:
+        """Return the boto3 client, built on first use (nothing connects until a call)."""
+        return self._client.get()
 
     def _head_bucket(self) -> str:
         try:

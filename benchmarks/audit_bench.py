@@ -1,11 +1,18 @@
 """Benchmark /audit on a generated audit_log: each form against the runbook's SQL, and a large export.
 
-    python -m benchmarks.audit_bench                      # 5 million rows, export of 1 million
-    python -m benchmarks.audit_bench --rows 200000 --export-rows 50000   # a quick run
+    python -m benchmarks.audit_bench                       # both profiles, 5 million rows each
+    python -m benchmarks.audit_bench --profile attack      # the credential-stuffing day only
+    python -m benchmarks.audit_bench --quick               # 500,000 rows, fewer rounds
 
-It prints figures and asserts nothing. The database (default chatops_bench_audit on the local
-server) is generated with one INSERT ... SELECT generate_series, indexed with the shipped
-commands/audit_indexes.sql, and kept for the next run (--regenerate to rebuild, --drop to remove).
+Profiles (benchmarks/audit_profiles.py): `month`, 5 M rows over 30 days; `attack`, 5 M rows of
+which 2.5 M in the last 24 h (credential stuffing: a third of logins failing, thousands of
+addresses). On each, every form is timed against the runbook's own SQL (psql) on the same data,
+first without the reviewed indexes (only the primary key), then with exactly the shipped
+commands/audit_indexes.sql. Figures are medians with their spread [25th-75th percentile]. The
+export is timed on the month profile. It prints figures and asserts nothing.
+
+Each profile is generated (INSERT ... SELECT generate_series, seeded) into a database of its own
+on the local server, and dropped at the end unless --keep (a kept one is reused when it looks right).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,200 +37,92 @@ from typing import Any
 import asyncpg
 
 from adapters.postgres import PostgresAdapter
+from benchmarks.audit_profiles import PROFILES, SPAN_DAYS, USERS, Case, Profile, cases
 from commands import audit
 from commands.audit_export import export
 from commands.audit_indexes import index_file_text, parse_index_file
 from sandbox.platform_db import AUDIT_LOG_DDL, drop_database, ensure_database
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/chatops_bench_audit"
-STATEMENT_TIMEOUT = 30.0
-USERS = 5000
-SPAN_DAYS = 30
-ATTACKED = "user42"
-
-# One statement generates every row: time-ordered over SPAN_DAYS (an append-only log), users
-# skewed (a few very active), the sandbox's mix of actions, about 8 % of logins failing.
-GENERATE = """
-INSERT INTO audit_log (timestamp, action, user_id, username, ip_address, details)
-SELECT ts, action, md5('user' || u)::uuid, 'user' || u,
-       CASE WHEN u % 10 = 0 THEN ('2001:db8:' || to_hex(u) || '::' || (1 + g % 3))::inet
-            ELSE ('10.' || (u / 250) || '.' || (u % 250) || '.' || (1 + g % 3))::inet END,
-       jsonb_build_object('request_id', md5(g::text), 'trace_id', md5('t' || g),
-                          'user_agent', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0')
-       || CASE action
-            WHEN 'LOGIN' THEN CASE WHEN r3 < 0.08
-                 THEN '{"success": false, "method": "password", "reason": "invalid_password"}'::jsonb
-                 ELSE '{"success": true, "method": "password"}'::jsonb END
-            WHEN 'MFA_CHALLENGE_FAILED' THEN jsonb_build_object(
-                 'reason', (ARRAY['invalid_code', 'expired_code', 'replayed_code'])[1 + g % 3])
-            WHEN 'RATE_LIMIT_EXCEEDED' THEN
-                 '{"reason": "login_attempts_exceeded", "endpoint": "/api/v1/auth/login", "limit": 5}'::jsonb
-            WHEN 'PERMISSION_DENIED' THEN jsonb_build_object(
-                 'required_permission', 'projects:delete', 'resource_id', md5('r' || g)::uuid)
-            ELSE '{}'::jsonb END
-FROM (
-    SELECT g, r3,
-           now() - make_interval(days => $2) + make_interval(secs => g * ($2 * 86400.0 / $1)) AS ts,
-           floor($3 * r1 * r1)::int AS u,
-           CASE WHEN r2 < 0.30 THEN 'LOGIN' WHEN r2 < 0.40 THEN 'LOGOUT'
-                WHEN r2 < 0.52 THEN 'MFA_CHALLENGE_SUCCESS' WHEN r2 < 0.55 THEN 'MFA_CHALLENGE_FAILED'
-                WHEN r2 < 0.62 THEN 'PROJECT_CREATE' WHEN r2 < 0.72 THEN 'PROJECT_UPDATE'
-                WHEN r2 < 0.74 THEN 'PROJECT_DELETE' WHEN r2 < 0.86 THEN 'FILE_UPLOAD'
-                WHEN r2 < 0.94 THEN 'FILE_DOWNLOAD' WHEN r2 < 0.97 THEN 'PERMISSION_DENIED'
-                WHEN r2 < 0.99 THEN 'RATE_LIMIT_EXCEEDED' ELSE 'PASSWORD_CHANGE' END AS action
-    FROM (SELECT g, random() AS r1, random() AS r2, random() AS r3 FROM generate_series(1, $1) AS g) AS drawn
-) AS rows
-"""
-
-# A brute-force attack in the last hour, as the sandbox seeds one: failed logins from six addresses.
-ATTACK = """
-INSERT INTO audit_log (timestamp, action, user_id, username, ip_address, details)
-SELECT now() - make_interval(secs => 3600 - i * 10), 'LOGIN', md5('user42')::uuid, 'user42',
-       (ARRAY['192.168.1.100', '185.220.101.42', '45.155.205.233', '2a03:b0c0:3:d0::1a51',
-              '203.0.113.9', '198.51.100.77'])[1 + i % 6]::inet,
-       jsonb_build_object('request_id', md5('attack' || i), 'success', false, 'reason', 'invalid_password')
-FROM generate_series(1, 300) AS i
-"""
-
-
-@dataclass
-class Case:
-    """One question: /audit's arguments, and the runbook's SQL for the same question."""
-
-    label: str
-    tokens: list[str]
-    runbook_sql: str
-
-
-def cases(request_id: str) -> list[Case]:
-    """Return the questions asked of the generated table (the user ids are md5-derived, as generated)."""
-    heavy, medium = "user0", "user700"
-    medium_id = str(uuid.UUID(_md5(medium)))
-    heavy_ip = "10.0.1.1"  # user1 (user0, like every tenth user, comes from IPv6)
-    return [
-        Case(
-            "user <username> (busiest user)",
-            ["user", heavy],
-            f"SELECT action, ip_address, timestamp, details FROM audit_log WHERE username = '{heavy}'"
-            " AND timestamp > NOW() - INTERVAL '24 hours' ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "user <user id>",
-            ["user", medium_id],
-            f"SELECT action, ip_address, timestamp, details FROM audit_log WHERE user_id = '{medium_id}'"
-            " AND timestamp > NOW() - INTERVAL '24 hours' ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "ip <IPv4 address>",
-            ["ip", heavy_ip],
-            "SELECT action, user_id, username, timestamp, details FROM audit_log"
-            f" WHERE ip_address = '{heavy_ip}' AND timestamp > NOW() - INTERVAL '24 hours'"
-            " ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "ip <IPv6 address>",
-            ["ip", "2001:db8:0::1"],
-            "SELECT action, user_id, username, timestamp, details FROM audit_log"
-            " WHERE ip_address = '2001:db8:0::1' AND timestamp > NOW() - INTERVAL '24 hours'"
-            " ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "ip <CIDR /24>",
-            ["ip", "10.1.1.0/24"],
-            "SELECT action, user_id, username, timestamp, details FROM audit_log"
-            " WHERE ip_address <<= '10.1.1.0/24' AND timestamp > NOW() - INTERVAL '24 hours'"
-            " ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "ip <CIDR /16>",
-            ["ip", "10.1.0.0/16"],
-            "SELECT action, user_id, username, timestamp, details FROM audit_log"
-            " WHERE ip_address <<= '10.1.0.0/16' AND timestamp > NOW() - INTERVAL '24 hours'"
-            " ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "request <request id>",
-            ["request", request_id, "since=30d"],
-            f"SELECT * FROM audit_log WHERE details::text LIKE '%{request_id}%' ORDER BY timestamp;",
-        ),
-        Case(
-            "failed-logins",
-            ["failed-logins"],
-            "SELECT username, COUNT(*) as failed_attempts, array_agg(DISTINCT ip_address) as ips"
-            " FROM audit_log WHERE action = 'LOGIN' AND details->>'success' = 'false'"
-            " AND timestamp > NOW() - INTERVAL '24 hours' GROUP BY username HAVING COUNT(*) > 5"
-            " ORDER BY failed_attempts DESC;",
-        ),
-        Case(
-            "mfa",
-            ["mfa"],
-            "SELECT user_id, username, ip_address, timestamp, details->>'reason' as failure_reason"
-            " FROM audit_log WHERE action = 'MFA_CHALLENGE_FAILED'"
-            " AND timestamp > NOW() - INTERVAL '24 hours' ORDER BY timestamp DESC;",
-        ),
-        Case(
-            "security",
-            ["security"],
-            "SELECT action, user_id, ip_address, timestamp, details FROM audit_log"
-            " WHERE action IN ('LOGIN', 'MFA_CHALLENGE_FAILED', 'RATE_LIMIT_EXCEEDED', 'PERMISSION_DENIED')"
-            " AND timestamp > NOW() - INTERVAL '24 hours' ORDER BY timestamp DESC;",
-        ),
-    ]
-
-
-def _md5(text: str) -> str:
-    import hashlib
-
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+STATEMENT_TIMEOUT = 60.0
 
 
 # ---------------------------------------------------------------- the table
 
 
-async def prepare(dsn: str, rows: int, regenerate: bool) -> None:
-    """Generate the table (unless an identical one is there), index it with the shipped file, analyze."""
+async def prepare(dsn: str, profile: Profile, rows: int, regenerate: bool) -> None:
+    """Generate the table (unless an identical one is there) with its primary key alone, analyzed."""
     await ensure_database(dsn)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SET statement_timeout = 0")
         existing = await conn.fetchval("SELECT to_regclass('audit_log') IS NOT NULL")
         count = await conn.fetchval("SELECT count(*) FROM audit_log") if existing else 0
-        if regenerate or count != rows + 300:
-            print(f"generating {rows:,} rows ...", flush=True)
+        newest = await conn.fetchval("SELECT now() - max(timestamp) FROM audit_log") if existing else None
+        # A kept table an hour old has its attack day sliding out of the window: make it again.
+        stale = newest is None or newest.total_seconds() > 3600
+        if regenerate or stale or count != profile.expected_rows(rows):
+            print(f"generating {rows:,} rows ({profile.name}) ...", flush=True)
             started = time.perf_counter()
             await conn.execute("DROP TABLE IF EXISTS audit_log")
             await conn.execute(AUDIT_LOG_DDL.split(";")[0])  # the table alone: the indexes come from the file
-            await conn.execute("SELECT setseed(0.42)")
-            await conn.execute(GENERATE, rows, SPAN_DAYS, USERS)
-            await conn.execute(ATTACK)
+            await profile.generate(conn, rows)
             print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
-        started = time.perf_counter()
-        await conn.execute("SET maintenance_work_mem = '512MB'")
-        shipped = parse_index_file(index_file_text())[1]
-        # Exactly the shipped indexes: one left over from an earlier file would skew the plans.
-        for record in await conn.fetch(
-            "SELECT indexrelid::regclass::text AS name FROM pg_index"
-            " WHERE indrelid = 'audit_log'::regclass AND NOT indisprimary"
-        ):
-            if record["name"] not in {item.name for item in shipped}:
-                await conn.execute(f'DROP INDEX "{record["name"]}"')
-        for item in shipped:
-            await conn.execute(item.sql)
-        await conn.execute("VACUUM (ANALYZE) audit_log")
+        await set_indexes(conn, shipped=False)
         size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('audit_log'))")
-        print(
-            f"  indexes and VACUUM ANALYZE in {time.perf_counter() - started:.0f} s;"
-            f" table with its indexes: {size}"
-        )
+        print(f"  table: {size}", flush=True)
     finally:
         await conn.close()
+
+
+async def set_indexes(conn: asyncpg.Connection, shipped: bool) -> None:
+    """Leave exactly the shipped indexes (or none but the primary key), then VACUUM ANALYZE."""
+    started = time.perf_counter()
+    await conn.execute("SET statement_timeout = 0")
+    await conn.execute("SET maintenance_work_mem = '512MB'")
+    statements = parse_index_file(index_file_text())[1] if shipped else []
+    # Anything else would skew the plans (an index left over from an earlier file, say).
+    for record in await conn.fetch(
+        "SELECT indexrelid::regclass::text AS name FROM pg_index"
+        " WHERE indrelid = 'audit_log'::regclass AND NOT indisprimary"
+    ):
+        if record["name"] not in {item.name for item in statements}:
+            await conn.execute(f'DROP INDEX "{record["name"]}"')
+    for item in statements:
+        await conn.execute(item.sql)
+    await conn.execute("VACUUM (ANALYZE) audit_log")
+    what = "shipped indexes" if shipped else "primary key only"
+    print(f"  {what}, VACUUM ANALYZE: {time.perf_counter() - started:.0f} s", flush=True)
 
 
 # ---------------------------------------------------------------- timing
 
 
-async def median_ms(call: Callable[[], Awaitable[Any]], repeat: int, warmup: int = 2) -> tuple[float, float]:
-    """Time `call` `repeat` times after a warm-up; return the median and the 95th percentile in ms."""
+@dataclass
+class Timing:
+    """Times of repeated runs, in ms."""
+
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        """Return the median."""
+        return statistics.median(self.times)
+
+    def spread(self) -> str:
+        """Write the 25th and 75th percentiles."""
+        if len(self.times) < 4:
+            return f"[{min(self.times):,.0f}-{max(self.times):,.0f}]"
+        low, _, high = statistics.quantiles(self.times, n=4)
+        return f"[{low:,.0f}-{high:,.0f}]"
+
+    def text(self) -> str:
+        """Write the median with its spread."""
+        return f"{self.median:,.0f} ms {self.spread()}"
+
+
+async def time_calls(call: Callable[[], Awaitable[Any]], repeat: int, warmup: int = 2) -> Timing:
+    """Time `call` `repeat` times after a warm-up."""
     for _ in range(warmup):
         await call()
     times = []
@@ -232,13 +130,12 @@ async def median_ms(call: Callable[[], Awaitable[Any]], repeat: int, warmup: int
         started = time.perf_counter()
         await call()
         times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))]
+    return Timing(times)
 
 
-def psql_median_ms(dsn: str, sql: str, repeat: int) -> float:
-    """Run the runbook's SQL through psql with \\timing, output discarded; return the median in ms."""
-    script = "\\timing on\n\\o /dev/null\n" + (sql + "\n") * (repeat + 1)
+def time_psql(dsn: str, sql: str, repeat: int, warmup: int = 0) -> Timing:
+    """Run the runbook's SQL through psql with \\timing, output discarded (after `warmup` runs)."""
+    script = "\\timing on\n\\o /dev/null\n" + (sql + "\n") * (repeat + warmup)
     done = subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn],
         input=script,
@@ -248,7 +145,7 @@ def psql_median_ms(dsn: str, sql: str, repeat: int) -> float:
         timeout=3600,
     )
     times = [float(value) for value in re.findall(r"^Time: ([\d.]+) ms", done.stdout, re.MULTILINE)]
-    return statistics.median(times[1:])  # the first run warms the cache
+    return Timing(times[warmup:])
 
 
 async def plan_of(db: PostgresAdapter, tokens: list[str]) -> str:
@@ -267,9 +164,20 @@ async def plan_of(db: PostgresAdapter, tokens: list[str]) -> str:
     return "; ".join(scans)
 
 
-async def bench_forms(dsn: str, repeat: int, psql_repeat: int) -> None:
-    """Print each form's median latency beside the runbook's SQL through psql."""
+@dataclass
+class Measured:
+    """One form on one table: /audit and the runbook's SQL, and what /audit answered."""
+
+    case: Case
+    chatops: Timing
+    runbook: Timing
+    answer: str
+
+
+async def bench_forms(dsn: str, profile: str, repeat: int, psql_repeat: int) -> list[Measured]:
+    """Time each form beside the runbook's SQL through psql, on the table as it is now."""
     db = PostgresAdapter("postgres", dsn, timeout=10)
+    measured: list[Measured] = []
     try:
         async with db.connection() as conn:
             middle = await conn.fetchval("SELECT max(id) / 2 FROM audit_log")
@@ -277,12 +185,8 @@ async def bench_forms(dsn: str, repeat: int, psql_repeat: int) -> None:
                 "SELECT details->>'request_id' FROM audit_log WHERE id = $1", middle
             )
         print()
-        print(
-            f"{'form':<32} {'/audit median':>13} {'p95':>8} {'rows':>7} {'runbook via psql':>17} {'ratio':>8}"
-        )
-        medians: dict[str, float] = {}
-        request_ratio = None
-        for case in cases(request_id):
+        print(f"{'form':<32} {'/audit median [IQR]':>22} {'runbook via psql':>22} {'ratio':>7}  answer")
+        for case in cases(profile, request_id):
             request = audit.parse(case.tokens)
             assert isinstance(request, audit.AuditQuery)
             report: Any = None
@@ -291,34 +195,63 @@ async def bench_forms(dsn: str, repeat: int, psql_repeat: int) -> None:
                 nonlocal report
                 report = await audit.run(db, request, STATEMENT_TIMEOUT)
 
-            median, p95 = await median_ms(run_form, repeat)
+            # Turn about, one run each: a load that comes and goes weighs on both alike.
+            await run_form()
+            time_psql(dsn, case.runbook_sql, 1)  # both warm the cache once, untimed
+            runbook, chatops = Timing([]), Timing([])
+            for _ in range(repeat):
+                chatops.times += (await time_calls(run_form, 1, warmup=0)).times
+                if len(runbook.times) < psql_repeat:
+                    runbook.times += time_psql(dsn, case.runbook_sql, 1).times
             if not isinstance(report, audit.AuditReport):
                 print(f"{case.label:<32} failed: {report}")
                 continue
-            runbook = psql_median_ms(dsn, case.runbook_sql, psql_repeat)
-            ratio = runbook / median
-            medians[case.label] = median
-            if case.tokens[:1] == ["request"]:
-                request_ratio = ratio
+            answer = _describe(report)
+            measured.append(Measured(case, chatops, runbook, answer))
             print(
-                f"{case.label:<32} {median:>10.1f} ms {p95:>5.1f} ms {report.totals.events:>7,}"
-                f" {runbook:>14.1f} ms {ratio:>7.1f}x",
+                f"{case.label:<32} {chatops.text():>22} {runbook.text():>22}"
+                f" {chatops.median / runbook.median:>6.2f}x  {answer}",
                 flush=True,
             )
         print(f"load average during the run: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
         print()
         print("plans (the rows query of each form):")
-        for case in cases(request_id):
+        for case in cases(profile, request_id):
             print(f"  {case.label:<32} {await plan_of(db, case.tokens)}")
-        if medians:
-            slowest = max(medians, key=medians.__getitem__)
-            print(f"SUMMARY\t/audit slowest form median ({slowest})\t{medians[slowest]:.0f} ms")
-        if request_ratio is not None:
-            print(
-                f"SUMMARY\t/audit request vs the runbook's details::text LIKE\t{request_ratio:,.0f}x faster"
-            )
     finally:
         await db.aclose()
+    return measured
+
+
+def _describe(report: audit.AuditReport) -> str:
+    """Say in a few words what the answer counted and how (exact, estimated, without its index)."""
+    totals = report.totals
+    marks = {name: "≈" for name in totals.estimated} | {name: "≥" for name in totals.at_least}
+    text = (
+        f"{marks.get('events', '')}{totals.events:,} events, {marks.get('distinct_users', '')}"
+        f"{totals.distinct_users:,} users, {marks.get('distinct_ips', '')}{totals.distinct_ips:,} IPs"
+    )
+    if report.estimate is not None:
+        text += f"; breakdowns from 1 in {1 / report.estimate.fraction:,.0f}"
+    if report.missing_index is not None:
+        text += "; says which index is missing"
+    return text
+
+
+def summaries(profile: str, without: list[Measured], shipped: list[Measured]) -> list[str]:
+    """Return the SUMMARY lines: each form against the runbook, with and without the indexes."""
+    lines = []
+    bare = {item.case.label: item for item in without}
+    for item in shipped:
+        figure = f"{item.chatops.text()} vs {item.runbook.text()}"
+        other = bare.get(item.case.label)
+        if other is not None:
+            figure += (
+                f"; no indexes: {other.chatops.text()} vs {other.runbook.text()}"
+                f" ({other.chatops.median / other.runbook.median:.2f}x)"
+            )
+        lines.append(f"SUMMARY\t/audit {item.case.label}, {profile}: chatops vs the runbook's SQL\t{figure}")
+    return lines
 
 
 # ---------------------------------------------------------------- export
@@ -492,48 +425,85 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.audit_bench", description=__doc__.split("\n")[0]
     )
+    parser.add_argument(
+        "--profile", choices=("month", "attack", "both"), default="both", help="the table(s) to time on"
+    )
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows to generate (default 5 million)")
     parser.add_argument(
         "--export-rows", type=int, default=1_000_000, help="rows to export (default 1 million)"
     )
     parser.add_argument("--repeat", type=int, default=21, help="timed runs of each form (default 21)")
     parser.add_argument(
-        "--psql-repeat", type=int, default=5, help="timed runs of each runbook query (default 5)"
+        "--psql-repeat", type=int, default=7, help="timed runs of each runbook query (default 7)"
     )
     parser.add_argument(
-        "--dsn", default=DEFAULT_DSN, help=f"database to generate into (default {DEFAULT_DSN})"
+        "--scan-repeat", type=int, default=5, help="timed runs of each, without the indexes (default 5)"
     )
-    parser.add_argument("--regenerate", action="store_true", help="rebuild the table even if it looks right")
-    parser.add_argument("--drop", action="store_true", help="drop the database at the end")
+    parser.add_argument("--server", default=SERVER, help=f"PostgreSQL server (default {SERVER})")
+    parser.add_argument(
+        "--regenerate", action="store_true", help="rebuild a kept table even if it looks right"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the databases (reused by the next run)")
     parser.add_argument("--no-export", action="store_true", help="time the forms only")
-    parser.add_argument("--export-only", action="store_true", help="time the export only")
+    parser.add_argument("--no-bare", action="store_true", help="skip the runs without the indexes")
+    parser.add_argument("--export-only", action="store_true", help="time the export only (month profile)")
     parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="500,000 rows and an export of 100,000, in a database of their own",
+        "--quick", action="store_true", help="500,000 rows, an export of 100,000, fewer rounds, own databases"
     )
+    parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--export-child", choices=("csv", "json"), help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--slack-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.export_rows, args.repeat = 500_000, 100_000, 7
-        args.dsn = args.dsn.rsplit("/", 1)[0] + "/chatops_bench_audit_quick"
     if args.export_child:
         export_child(args.dsn, args.export_child, args.export_rows, args.output, args.slack_url)
         return 0
-    print(
-        f"/audit benchmark: {args.rows:,} rows over {SPAN_DAYS} days, {USERS:,} users,"
-        f" PostgreSQL at {args.dsn}"
-    )
-    asyncio.run(prepare(args.dsn, args.rows, args.regenerate))
-    if not args.export_only:
-        asyncio.run(bench_forms(args.dsn, args.repeat, args.psql_repeat))
-    if not args.no_export:
-        bench_export(args.dsn, min(args.export_rows, args.rows))
-    if args.drop:
-        asyncio.run(drop_database(args.dsn))
+    suffix = ""
+    if args.quick:
+        args.rows, args.export_rows, args.repeat, args.psql_repeat, args.scan_repeat = (
+            500_000,
+            100_000,
+            7,
+            3,
+            3,
+        )
+        suffix = "_quick"
+    names = ["month", "attack"] if args.profile == "both" else [args.profile]
+    if args.export_only:
+        names = ["month"]
+    lines: list[str] = []
+    for name in names:
+        profile = PROFILES[name]
+        dsn = f"{args.server.rstrip('/')}/{profile.database}{suffix}"
+        print(f"\n/audit benchmark, profile {name}: {args.rows:,} rows, {profile.description};"
+              f" {USERS:,} users; PostgreSQL at {dsn}", flush=True)  # fmt: skip
+        try:
+            asyncio.run(prepare(dsn, profile, args.rows, args.regenerate))
+            without: list[Measured] = []
+            if not args.export_only and not args.no_bare:
+                print("\nwithout the reviewed indexes (primary key only):")
+                without = asyncio.run(bench_forms(dsn, name, args.scan_repeat, args.scan_repeat))
+            asyncio.run(_index(dsn))
+            if not args.export_only:
+                print("\nwith the shipped indexes (commands/audit_indexes.sql):")
+                shipped = asyncio.run(bench_forms(dsn, name, args.repeat, args.psql_repeat))
+                lines += summaries(name, without, shipped)
+            if name == "month" and not args.no_export:
+                bench_export(dsn, min(args.export_rows, args.rows))
+        finally:
+            if not args.keep:
+                asyncio.run(drop_database(dsn))
+    for line in lines:
+        print(line)
     return 0
+
+
+async def _index(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await set_indexes(conn, shipped=True)
+    finally:
+        await conn.close()
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from adapters.incident_store import SEVERITIES, Severity
 from commands.base import UsageError, parse_duration
 from commands.incident import RUNBOOK_CONTACTS, Contact
 
@@ -99,6 +100,25 @@ class Settings(BaseSettings):
     rca_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
     # Where the RCA templates are; empty: found beside the code or in the working directory.
     templates_dir: Path | None = None
+    # The incident's workspace: a channel of its own (#<prefix>-<n>-<title>), or the channel it was
+    # declared in (in-place); `/incident declare place=` overrides it. Its own channel is private
+    # when asked (scope groups:write), public otherwise (channels:manage).
+    incident_workspace: Literal["dedicated", "in-place"] = "dedicated"
+    incident_channel_prefix: str = Field(default="inc", pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
+    incident_channel_private: bool = False
+    # The responders' user group (S…), invited to each incident channel with the declarer and commander.
+    incident_responder_group: str | None = Field(default=None, pattern=r"^S[A-Z0-9]{2,}$")
+    # The stakeholders' channel: one announcement per incident there, edited as it changes.
+    incident_stakeholder_channel: str | None = Field(default=None, pattern=r"^[CG][A-Z0-9]{2,}$")
+    # The runbook's address, bookmarked in every incident channel (none: not bookmarked).
+    runbook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    # Update reminders: the commander is nudged when an open incident of that severity had no update
+    # for so long. `P1=30m,P2=60m`; a severity not listed (or `none`) gets no reminders.
+    incident_update_reminders: str = "P1=30m,P2=60m"
+    # How often each replica looks for a reminder that is due (each is sent once, by one replica).
+    incident_reminder_poll_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Labels of the GitHub issues filed for follow-ups (with the RCA).
+    followup_labels: Annotated[list[str], NoDecode] = ["follow-up"]
 
     # Encrypts secrets at rest in the bot's database (TOTP seeds).
     secret_key: SecretStr | None = None
@@ -123,6 +143,12 @@ class Settings(BaseSettings):
     audit_export_max_rows: int = Field(default=1_000_000, ge=1, le=100_000_000)
     # A file in a Slack thread should stay one people can open, so Slack exports have a cap (bytes).
     audit_export_slack_max_bytes: int = Field(default=50_000_000, ge=1024, le=1_000_000_000)
+    # How much one /audit answer reads: every figure exact up to audit_exact_rows matching rows;
+    # beyond, breakdowns estimated (≈) from a sample of about audit_sample_rows rows, and totals exact
+    # from the covering index alone up to audit_index_rows rows, estimated beyond.
+    audit_exact_rows: int = Field(default=20_000, ge=0, le=10_000_000)
+    audit_sample_rows: int = Field(default=5_000, ge=100, le=1_000_000)
+    audit_index_rows: int = Field(default=100_000, ge=0, le=100_000_000)
     # Where a Slack export waits on disk until it is uploaded (none: the system's temp directory).
     audit_export_spool_dir: Path | None = None
     # Expensive reads and the role they need (viewer, responder or operator): any PromQL other than
@@ -176,11 +202,13 @@ class Settings(BaseSettings):
     sandbox_dir: Path = DEFAULT_SANDBOX_DIR
     # The sandbox's alerting: its Alertmanager (fed by its Prometheus with monitoring/alerts.yml),
     # the webhook it posts to with CHATOPS_ALERTMANAGER_TOKEN as bearer token (empty: this bot's
-    # http://127.0.0.1:{http_port}/alerts), and the `for:` every rule gets there (empty: the rules'
-    # own). The faulty release v2.0.6 fails /health, or passes it and answers 5xx under traffic.
+    # http://127.0.0.1:{http_port}/alerts), the `for:` every rule gets there and the window of every
+    # rate in the rules (empty: the rules' own). The faulty release v2.0.6 fails /health, or passes
+    # it and answers 5xx under traffic.
     sandbox_alertmanager_url: str = Field(default="http://127.0.0.1:9093", pattern=r"^https?://\S+$")
     sandbox_alert_webhook_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
     sandbox_alert_for: str = Field(default="30s", pattern=r"^(\d+[smh])*$")
+    sandbox_alert_rate_window: str = Field(default="1m", pattern=r"^(\d+[smh])*$")
     sandbox_faulty_release: str = Field(default="fails-health", pattern=r"^(fails|passes)-health$")
 
     @field_validator(
@@ -192,6 +220,7 @@ class Settings(BaseSettings):
         "destructive_channels",
         "two_person_commands",
         "backup_buckets",
+        "followup_labels",
         mode="before",
     )
     @classmethod
@@ -202,6 +231,9 @@ class Settings(BaseSettings):
 
     @field_validator(
         "incident_channel",
+        "incident_responder_group",
+        "incident_stakeholder_channel",
+        "runbook_url",
         "templates_dir",
         "alertmanager_token",
         "audit_export_spool_dir",
@@ -285,6 +317,9 @@ class Settings(BaseSettings):
     @classmethod
     def _triage_checklist(cls, value: Path | None) -> Path | None:
         # A broken checklist stops the bot at start-up, naming the entry, not at the first /triage.
+        # The packaged one is checked by the tests: reading it here would slow every command's start.
+        if value is None:
+            return value
         from commands.triage_checklist import ChecklistError, load_checklist
 
         try:
@@ -304,6 +339,12 @@ class Settings(BaseSettings):
                 raise ValueError(error.message) from None
         return value
 
+    @field_validator("incident_update_reminders")
+    @classmethod
+    def _reminders(cls, value: str) -> str:
+        reminder_intervals(value)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -311,6 +352,11 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return upper
+
+    @property
+    def reminder_intervals(self) -> dict[Severity, timedelta | None]:
+        """Return each severity's update-reminder interval (None: no reminders)."""
+        return reminder_intervals(self.incident_update_reminders)
 
     @property
     def socket_mode(self) -> bool:
@@ -333,6 +379,26 @@ class Settings(BaseSettings):
                 text = _mask_url_password(str(value))
             shown[env_name] = text
         return shown
+
+
+def reminder_intervals(text: str) -> dict[Severity, timedelta | None]:
+    """Read `P1=30m,P2=60m` (a severity not listed: no reminders; `none`: none at all)."""
+    intervals: dict[Severity, timedelta | None] = dict.fromkeys(SEVERITIES)
+    if text.strip().lower() in ("", "none"):
+        return intervals
+    for part in text.split(","):
+        key, _, raw = part.strip().partition("=")
+        severity = next((item for item in SEVERITIES if item == key.strip().upper()), None)
+        if severity is None or not raw.strip():
+            raise ValueError(f"{part.strip()[:40]!r}: write P1=30m,P2=60m (P1..P4, a duration each)")
+        if raw.strip().lower() in ("none", "0", "off"):
+            intervals[severity] = None
+            continue
+        try:
+            intervals[severity] = parse_duration(raw.strip(), maximum=timedelta(days=7))
+        except UsageError as error:
+            raise ValueError(f"{severity}: {error.message}") from None
+    return intervals
 
 
 def _env_name(field_name: str, alias: Any) -> str:

@@ -46,6 +46,7 @@ async def execute(
     started = time.perf_counter()
     started_at = datetime.now(UTC)
     outcome = "error"
+    verdict: str | None = None
     try:
         try:
             result = await asyncio.wait_for(
@@ -54,6 +55,8 @@ async def execute(
         except TimeoutError:
             raise CommandTimeout(f"/{spec.name} did not finish within {spec.timeout_seconds:g} s") from None
         outcome = "ok" if result.ok else "degraded"
+        found = getattr(result, "verdict", None)
+        verdict = found if isinstance(found, str) else None
         return result
     except UsageError:
         outcome = "usage"
@@ -69,7 +72,7 @@ async def execute(
         log.info(
             "command_done", outcome=outcome, duration_ms=round(elapsed * 1000, 1), source=invocation.source
         )
-        await _record_run(services, spec, tokens, invocation, started_at, outcome)
+        await _record_run(services, spec, tokens, invocation, started_at, outcome, verdict)
         structlog.contextvars.unbind_contextvars("request_id", "command")
 
 
@@ -80,14 +83,15 @@ async def _record_run(
     invocation: Invocation,
     started_at: datetime,
     outcome: str,
+    verdict: str | None = None,
 ) -> None:
     try:
         async with asyncio.timeout(_RECORD_TIMEOUT):
             async with services.state_db.connection() as conn:
                 await conn.execute(
                     """INSERT INTO command_runs (request_id, command, arguments, source, user_id,
-                           channel_id, started_at, finished_at, outcome)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)""",
+                           channel_id, started_at, finished_at, outcome, verdict)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)""",
                     invocation.request_id,
                     spec.name,
                     " ".join(tokens)[:2000],
@@ -96,6 +100,20 @@ async def _record_run(
                     invocation.channel_id,
                     started_at,
                     outcome,
+                    verdict,
                 )
     except Exception as error:  # the state database being down must not fail the command
         log.warning("command_run_not_recorded", error=type(error).__name__)
+
+
+async def last_run(services: Services, command: str) -> tuple[str, datetime, str | None] | None:
+    """Return the last finished run of a command: its verdict (else its outcome), when, and by whom."""
+    async with services.state_db.connection() as conn:
+        row = await conn.fetchrow(
+            """SELECT coalesce(verdict, outcome) AS verdict, started_at, user_id FROM command_runs
+               WHERE command = $1 AND outcome IN ('ok', 'degraded') ORDER BY started_at DESC LIMIT 1""",
+            command,
+        )
+    if row is None:
+        return None
+    return str(row["verdict"]), row["started_at"], row["user_id"]

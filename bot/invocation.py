@@ -16,3 +16,5 @@ class Invocation:
     source: str  # "slack", "cli", or "gate" (re-planning before execution)
     user_id: str | None = None
     channel_id: str | None = None
+    # Slack's trigger for opening a modal in answer (a slash command's, for three seconds).
+    trigger_id: str | None = None

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import TYPE_CHECKING
 
 from bot.concurrency import InFlight
 from bot.config import Settings
@@ -17,6 +16,9 @@ from bot.gate.mfa_command import MfaCommand
 from bot.registry import COMMANDS
 from bot.services import Services
 from bot.slack.posting import ChannelPacer
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 
 @dataclass

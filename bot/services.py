@@ -5,24 +5,28 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from slack_sdk.web.async_client import AsyncWebClient
+from typing import TYPE_CHECKING
 
 from adapters.anchor_store import DirAnchorStore, S3AnchorStore
 from adapters.base import Pingable
 from adapters.engine import EngineAdapter, ServiceAction
-from adapters.github import GitHubAdapter
 from adapters.http_api import PlatformApiAdapter
 from adapters.object_transfer import ObjectTransfer
 from adapters.pg_tools import PgTools
 from adapters.postgres import PostgresAdapter
 from adapters.prometheus import PrometheusAdapter
 from adapters.redis_store import RedisAdapter
-from adapters.slack_api import SlackAdapter, build_client
 from adapters.storage import StorageAdapter
 from bot.concurrency import SingleFlight
 from bot.config import Settings
 from bot.observability import BotMetrics
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: imported only when a Slack token is set.
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from adapters.github import GitHubAdapter
+    from adapters.slack_api import SlackAdapter
 
 
 @dataclass
@@ -90,11 +94,15 @@ class Services:
         metrics = metrics or BotMetrics()
         slack = None
         if settings.slack_bot_token is not None:
+            from adapters.slack_api import SlackAdapter
+
             # The one Slack client of the process: the app, incidents, graphs and the gate share it.
             client = build_slack_client(settings, metrics)
             slack = SlackAdapter(client)
         github = None
         if settings.github_token is not None and settings.github_repo:
+            from adapters.github import GitHubAdapter  # httpx: only when RCA issues can be filed
+
             github = GitHubAdapter(
                 settings.github_api_url,
                 settings.github_repo,
@@ -194,6 +202,8 @@ def build_slack_client(settings: Settings, metrics: BotMetrics | None = None) ->
 
     With metrics, 429s are retried after Retry-After and counted.
     """
+    from adapters.slack_api import build_client
+
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     counter = metrics.slack_rate_limited if metrics is not None else None
     return build_client(

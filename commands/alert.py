@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapters.incident_store import SEVERITIES, Severity
+
+# A PromQL range (`[5m]`, `[1h30m]`, a subquery's `[5m:30s]`): its duration.
+_RANGE = re.compile(r"\[((?:\d+(?:ms|[smhdwy]))+)(?::[^\]]*)?\]")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def _seconds(duration: str) -> float:
+    return sum(
+        int(amount) * _UNIT_SECONDS[unit] for amount, unit in re.findall(r"(\d+)(ms|[smhdwy])", duration)
+    )
+
 
 # Alertmanager's convention for severity, mapped to incident severities when declaring from an alert.
 SEVERITY_FROM_LABEL: dict[str, Severity] = {"critical": "P2", "error": "P2", "warning": "P3", "info": "P4"}
@@ -44,6 +57,17 @@ class Alert(BaseModel):
             if priority == severity:
                 return severity
         return SEVERITY_FROM_LABEL.get(self.labels.get("severity", "").lower(), "P3")
+
+    def expression_window(self) -> timedelta | None:
+        """Return the longest range of the rule's expression (`[1m]` in `rate(x[1m])`), read from
+        the generatorURL Prometheus gives the alert; None when there is none to read.
+
+        A triage the alert starts judges over the same window as the rule that fired it.
+        """
+        query = parse_qs(urlsplit(self.generator_url).query)
+        expressions = query.get("g0.expr", [])
+        ranges = [_seconds(found) for expression in expressions for found in _RANGE.findall(expression)]
+        return timedelta(seconds=max(ranges)) if ranges else None
 
     def title(self) -> str:
         """Return a one-line title for an incident declared from this alert."""

@@ -14,14 +14,15 @@ from typing import Any
 
 import asyncpg
 
+from commands.audit_forms import query_form
 from commands.audit_queries import (
     BREAKDOWN_LIMIT,
     CLIENT_TIMEOUT_MARGIN,
+    Budget,
     FormAnswer,
     Params,
     ReadOnlyDatabase,
     prepare_session,
-    query_form,
     unavailable,
     where_clause,
 )
@@ -54,6 +55,7 @@ from commands.audit_results import (
     AuditRow,
     AuditUnavailable,
     Breakdown,
+    Estimate,
     Group,
     Totals,
 )
@@ -62,6 +64,7 @@ from commands.base import (
     CommandResult,
     UsageError,
     format_duration,
+    options_last,
     parse_duration,
     parse_positive_int,
 )
@@ -87,6 +90,8 @@ __all__ = [
     "AuditRow",
     "AuditUnavailable",
     "Breakdown",
+    "Budget",
+    "Estimate",
     "ExportFormat",
     "ExportRequest",
     "Form",
@@ -134,6 +139,8 @@ class Limits:
 
 def parse(tokens: list[str], limits: Limits = Limits()) -> AuditRequest:
     """Read `/audit` arguments; anything malformed is refused here, before any query runs."""
+    # Options anywhere in the line: the words are read first, then the options.
+    tokens = options_last(tokens)
     if not tokens:
         raise UsageError("say what to look at: " + ", ".join(FORMS) + ", export or indexes", USAGE)
     head, rest = tokens[0].lower(), list(tokens[1:])
@@ -277,15 +284,21 @@ def _parse_output(text: str) -> str:
 # ---------------------------------------------------------------- running a form
 
 
-async def run(db: ReadOnlyDatabase, query: AuditQuery, statement_timeout: float) -> CommandResult:
-    """Answer one investigation form in a single read-only snapshot."""
+async def run(
+    db: ReadOnlyDatabase, query: AuditQuery, statement_timeout: float, budget: Budget | None = None
+) -> CommandResult:
+    """Answer one investigation form in a single read-only snapshot.
+
+    At most `budget.exact_rows` matching rows are counted exactly; beyond that, the figures are
+    estimated from a sample of about `budget.sample_rows` rows and the report says which.
+    """
     started = time.perf_counter()
     queried_at = datetime.now(UTC)
     timeout = statement_timeout + CLIENT_TIMEOUT_MARGIN
     try:
         async with db.read_only(statement_timeout) as conn:
             await prepare_session(conn, timeout)
-            totals, breakdowns, rows, omitted, omitted_what = await query_form(conn, query, timeout)
+            answer = await query_form(conn, query, timeout, budget or Budget())
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         return unavailable(error, db.database, statement_timeout)
     return AuditReport(
@@ -296,12 +309,15 @@ async def run(db: ReadOnlyDatabase, query: AuditQuery, statement_timeout: float)
         since=format_duration(query.since),
         limit=query.limit,
         min_failures=query.min_failures if query.form == "failed-logins" else None,
-        totals=totals,
-        breakdowns=breakdowns,
-        rows=rows,
-        omitted=omitted,
-        omitted_what=omitted_what,
-        export_arguments=query.export_arguments() if omitted else None,
+        totals=answer.totals,
+        breakdowns=answer.breakdowns,
+        rows=answer.rows,
+        omitted=answer.omitted,
+        omitted_what=answer.omitted_what,
+        omitted_estimated=answer.omitted_estimated,
+        export_arguments=query.export_arguments() if answer.omitted else None,
+        estimate=answer.estimate,
+        missing_index=answer.missing_index,
         database=db.database,
         queried_at=queried_at,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from commands.base import UsageError, format_duration
+from commands.ids import parse_id
 
 Form = Literal["user", "ip", "request", "failed-logins", "mfa", "security"]
 FORMS: tuple[Form, ...] = ("user", "ip", "request", "failed-logins", "mfa", "security")
@@ -52,7 +53,7 @@ class AuditFilter(BaseModel):
         if self.network is not None:
             parts.append(f"ip {_network_text(self.network)}")
         if self.request_ids:
-            parts.append(f"request {self.request_ids[0]}")
+            parts.append(f"request {clip(self.request_ids[0], 60)}")
         if self.failed_logins:
             parts.append("failed logins")
         if self.actions:
@@ -170,15 +171,16 @@ def ip_fields(text: str) -> dict[str, Any]:
 
 
 def request_fields(text: str) -> dict[str, Any]:
-    """Read a request id: a UUID, matched in both spellings the platform writes (hex and dashed)."""
-    check_text(text, "the request id")
-    try:
-        parsed = uuid.UUID(text.strip())
-    except ValueError:
-        raise UsageError(
-            f"`{clip(text, 40)}` is not a request id (a UUID: 32 hex digits, dashes optional)"
-        ) from None
-    return {"request_ids": [parsed.hex, str(parsed)]}
+    """Read a request id as platforms write it (any token: UUID, ULID, `req-4242424`, X-Ray ...).
+
+    It is matched exactly as typed; a UUID also in both spellings platforms write (hex, dashed).
+    """
+    identifier = parse_id(text, "a request id")
+    spellings = [identifier]
+    if _UUID_SHAPE.fullmatch(identifier):
+        parsed = uuid.UUID(identifier)
+        spellings += [parsed.hex, str(parsed)]
+    return {"request_ids": list(dict.fromkeys(spellings))}
 
 
 def clip(text: str, limit: int) -> str:

@@ -43,11 +43,11 @@ from commands.backup_store import (
     new_backup_id,
     read_verified,
 )
-from commands.base import Arguments, CommandResult, UsageError, parse_positive_int
+from commands.base import Arguments, CommandResult, UsageError, normalise_flags, parse_positive_int
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
 from commands.formatting import format_bytes
 
-USAGE = "/backup [full|db|storage] | /backup prune [--keep-days 30] [--dry-run]"
+USAGE = "/backup [full|db|storage] | /backup prune [keep-days=30] [dry-run=yes]"
 _TYPES: tuple[BackupType, ...] = ("full", "db", "storage")
 # Progress updates at most this often: each one renews the operation lock and edits a Slack message.
 PROGRESS_INTERVAL = 2.0
@@ -174,36 +174,16 @@ def _strip_percent(detail: str) -> str:
 
 
 class BackupArgs(BaseModel):
-    """`/backup [--type full|db|storage]`."""
+    """`/backup [full|db|storage]` (or `type=...`)."""
 
     type: BackupType = "full"
 
 
 class PruneArgs(BaseModel):
-    """`/backup prune [--keep-days N] [--dry-run]`."""
+    """`/backup prune [keep-days=N] [dry-run=yes]` (or `--keep-days N`, `--dry-run`)."""
 
     keep_days: int
     dry_run: bool = False
-
-
-def normalise_flags(tokens: list[str], valued: set[str], switches: set[str]) -> list[str]:
-    """Accept `--name value` and `--switch` as well as the grammar's `name=value`."""
-    result: list[str] = []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        name = token[2:] if token.startswith("--") else None
-        if name in switches:
-            result.append(f"{name}=yes")
-        elif name in valued and "=" not in token:
-            if index + 1 >= len(tokens):
-                raise UsageError(f"--{name} needs a value", USAGE)
-            result.append(f"{name}={tokens[index + 1]}")
-            index += 1
-        else:
-            result.append(token)
-        index += 1
-    return result
 
 
 def parse_type(text: str, usage: str = USAGE) -> BackupType:
@@ -215,8 +195,11 @@ def parse_type(text: str, usage: str = USAGE) -> BackupType:
 
 
 def parse(tokens: list[str], default_keep_days: int = 30) -> BackupArgs | PruneArgs:
-    """Read `/backup [--type T]` or `/backup prune [--keep-days N] [--dry-run]`."""
-    args = Arguments.parse(normalise_flags(tokens, {"type", "keep-days"}, {"dry-run"}), USAGE)
+    """Read `/backup [T]` or `/backup prune [keep-days=N] [dry-run=yes]`, options anywhere.
+
+    The `--type T`, `--keep-days N` and `--dry-run` spellings are read as the options they name.
+    """
+    args = Arguments.parse(normalise_flags(tokens, {"type", "keep-days"}, {"dry-run"}, USAGE), USAGE)
     if args.positionals[:1] == ["prune"]:
         args.positionals.pop(0)
         keep = args.option("keep_days", lambda text: parse_positive_int(text, 3650), default_keep_days)

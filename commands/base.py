@@ -107,6 +107,40 @@ class Arguments:
             raise self.fail("unexpected argument " + ", ".join(f"`{item}`" for item in self.positionals))
 
 
+def normalise_flags(tokens: list[str], valued: set[str], switches: set[str], usage: str = "") -> list[str]:
+    """Read the terminal's `--name value` and `--switch` as the grammar's `name=value` and `switch=yes`.
+
+    `--name=value` needs nothing: the grammar reads it as `name=value` already.
+    """
+    result: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        name = token[2:] if token.startswith("--") else None
+        if name in switches:
+            result.append(f"{name}=yes")
+        elif name in valued and "=" not in token:
+            if index + 1 >= len(tokens):
+                raise UsageError(f"--{name} needs a value", usage)
+            result.append(f"{name}={tokens[index + 1]}")
+            index += 1
+        else:
+            result.append(token)
+        index += 1
+    return result
+
+
+def options_last(tokens: list[str]) -> list[str]:
+    """Return the tokens with the `key=value` options after the words, each kept in its order.
+
+    For a parser that reads its first words before its options: `since=1h user ana` is read as
+    `user ana since=1h`, so that an option may come anywhere in the line.
+    """
+    return [token for token in tokens if not _OPTION.match(token)] + [
+        token for token in tokens if _OPTION.match(token)
+    ]
+
+
 def parse_duration(text: str, maximum: timedelta = timedelta(days=90)) -> timedelta:
     """Read a duration like 30s, 15m, 24h or 7d, bounded by `maximum`."""
     match = _DURATION.match(text.strip())

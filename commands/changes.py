@@ -176,14 +176,18 @@ async def _onset(
     prometheus: PrometheusAdapter,
     check: PromqlCheck,
     level: Literal["warn", "critical"],
-    checklist: Checklist,
+    window: timedelta,
     start: datetime,
     end: datetime,
     timeout: float,
 ) -> Onset | None:
-    query = render_query(check.query, max(checklist.window, 2 * STEP))
+    # The rate over the window the triage judged (a 1m triage finds the crossing a 5m one would
+    # see only later). The range ends on `end` itself: a point every STEP back from it, so the
+    # last point is the series now, as the triage saw it, not up to one step before.
+    query = render_query(check.query, max(window, 2 * STEP))
+    steps = math.ceil((end - start) / STEP)
     answer = await prometheus.query_range(
-        query, start.timestamp(), end.timestamp(), STEP.total_seconds(), timeout=timeout
+        query, (end - steps * STEP).timestamp(), end.timestamp(), STEP.total_seconds(), timeout=timeout
     )
     return onset_of(check, answer, level, start)
 
@@ -196,19 +200,22 @@ async def what_changed(
     since: timedelta = DEFAULT_SINCE,
     now: datetime | None = None,
     timeout: float = 5.0,
+    window: timedelta | None = None,
 ) -> ChangesReport:
     """Find the onsets of the breached checks and the changes of the window; pair them.
 
-    `breached` names checks (PromQL ones) and the level they are at. Every part has its own
-    timeout; a part that fails is named in `problems`, and the rest is still answered.
+    `breached` names checks (PromQL ones) and the level they are at; their series are rates over
+    `window` (default: the checklist's). Every part has its own timeout; a part that fails is
+    named in `problems`, and the rest is still answered.
     """
     end = now or datetime.now(UTC)
     start = end - since
+    rate_window = window or checklist.window
     checks = {check.id: check for check in checklist.checks if isinstance(check, PromqlCheck)}
     wanted = [(checks[check_id], level) for check_id, level in breached if check_id in checks]
     onset_answers = asyncio.gather(
         *(
-            asyncio.wait_for(_onset(prometheus, check, level, checklist, start, end, timeout), timeout + 1)
+            asyncio.wait_for(_onset(prometheus, check, level, rate_window, start, end, timeout), timeout + 1)
             for check, level in wanted
         ),
         return_exceptions=True,
@@ -219,11 +226,17 @@ async def what_changed(
     )
     problems: list[str] = []
     onsets: list[Onset] = []
+    unknown: dict[str, list[str]] = {}  # the reason -> the checks whose onset it hid
     for (check, _), found in zip(wanted, await onset_answers, strict=True):
         if isinstance(found, BaseException):
-            problems.append(f"the onset of {check.title} is unknown: Prometheus: {_reason(found)}")
+            unknown.setdefault(_reason(found), []).append(check.title)
         elif found is not None:
             onsets.append(found)
+    for reason, titles in unknown.items():
+        which = (
+            f"the onset of {titles[0]} is" if len(titles) == 1 else f"the onsets of {', '.join(titles)} are"
+        )
+        problems.append(f"{which} unknown: Prometheus: {reason}")
     changes: list[Change] = []
     for (name, _), seen in zip(sources, await change_answers, strict=True):
         if isinstance(seen, BaseException):

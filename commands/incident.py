@@ -1,59 +1,89 @@
-"""`/incident`: declare an incident and run it — updates, notes, severity, commander, resolution.
+"""`/incident`: declare an incident and run it — updates, notes, severity, roles, follow-ups, resolution.
 
-Free text (titles, updates, notes, summaries) is taken as typed: apostrophes and `=` signs in it are
-text, not grammar. Only `sev=`/`force=` after a title, and `inc=N` / `channel=C…` before the action
-(or after it, for the actions without free text: sev, commander, timeline, contacts), are options.
+The grammar (options anywhere, free text as typed) is in `commands/incident_grammar.py`; the metrics
+in `commands/incident_stats.py`. This module carries each action out against the incident record.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from adapters.incident_store import SEVERITIES, Incident, IncidentStore, Severity, TimelineEvent
+from adapters.followup_store import Followup, FollowupStore
+from adapters.incident_store import Incident, IncidentStore, Severity, TimelineEvent
 from commands.base import CommandResult, UsageError
-
-USAGE = (
-    "/incident declare <title> [sev=P1..P4] | update [graph=yes] <text> | note <text> | sev <P1..P4>"
-    " | commander <@user> | resolve [summary] | timeline | contacts"
-    "  (inc=<number> for another incident of this channel, channel=<id> from the terminal:"
-    " before the action, or last after sev, commander, timeline, contacts)"
+from commands.incident_grammar import (
+    ROLE_TITLES,
+    TEXT_LIMIT,
+    TITLE_LIMIT,
+    USAGE,
+    IncidentArgs,
+    Place,
+    RoleName,
+    parse,
+    parse_incident_ref,
+    parse_severity,
 )
-DEFAULT_SEVERITY: Severity = "P3"
-# Only as the first word of an update, so that free text with "graph=" in it stays text.
-_GRAPH_OPTION = re.compile(r"^graph=(yes|no)(?:\s+|$)", re.IGNORECASE)
-SEVERITY_NAMES: dict[str, str] = {"P1": "Critical", "P2": "High", "P3": "Medium", "P4": "Low"}
-TITLE_LIMIT = 120
-TEXT_LIMIT = 2500
+from commands.incident_stats import IncidentStats, compute
 
-Action = Literal["declare", "update", "note", "sev", "commander", "resolve", "timeline", "contacts"]
-Outcome = Literal[
-    "declared", "asked", "updated", "noted", "severity", "commander", "resolved", "timeline", "contacts"
+__all__ = [
+    "ROLE_TITLES",
+    "TEXT_LIMIT",
+    "TITLE_LIMIT",
+    "USAGE",
+    "IncidentArgs",
+    "Place",
+    "RoleName",
+    "parse",
+    "parse_incident_ref",
+    "parse_severity",
 ]
-_ACTIONS: tuple[Action, ...] = (
-    "declare",
-    "update",
-    "note",
-    "sev",
+
+DEFAULT_SEVERITY: Severity = "P3"
+SEVERITY_NAMES: dict[str, str] = {"P1": "Critical", "P2": "High", "P3": "Medium", "P4": "Low"}
+
+Outcome = Literal[
+    "declared",
+    "asked",
+    "updated",
+    "noted",
+    "severity",
     "commander",
-    "resolve",
+    "role",
+    "followup",
+    "resolved",
     "timeline",
     "contacts",
-)
-_ALIASES: dict[str, Action] = {"severity": "sev", "ic": "commander", "close": "resolve"}
-_LEADING = re.compile(r"^(inc|incident|channel)=(\S+)$")
-# Actions without free text, whose `inc=` / `channel=` may also come last.
-_FIXED_ARGUMENTS: frozenset[Action] = frozenset({"sev", "commander", "timeline", "contacts"})
-_DECLARE_OPTION = re.compile(r"^(sev|severity|force)=(\S*)$", re.IGNORECASE)
+    "stats",
+    "form",
+]
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{6,}$")
-_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
+# Typed for "nobody has this role now" (communications lead, scribe).
+_NOBODY = frozenset({"none", "nobody", "-"})
+# The incident's column of each role.
+ROLE_FIELDS: dict[RoleName, str] = {"commander": "commander", "comms": "comms_lead", "scribe": "scribe"}
+# The tactical update's parts, in order: what is happening, what is being done, what is needed.
+TACTICAL_PARTS: tuple[tuple[str, str], ...] = (
+    ("conditions", "Conditions"),
+    ("actions", "Actions"),
+    ("needs", "Needs"),
+)
+
+# Slack: "Channel names may only contain lowercase letters, numbers, hyphens, and underscores, and
+# must be 80 characters or less" (docs.slack.dev/reference/methods/conversations.create).
+CHANNEL_NAME_LIMIT = 80
+# The title's part of an incident channel's name, at most (a name people can read in the sidebar).
+CHANNEL_SLUG_LIMIT = 40
 
 UserResolver = Callable[[str], Awaitable[str | None]]
+# Whether Slack knows a user id: True, False, or None when it cannot say.
+UserCheck = Callable[[str], Awaitable[bool | None]]
 # Whether the caller may act on what lives in a channel (its incidents): given by the bot for Slack,
 # where an incident answers only in its own channel; None (the terminal) allows every channel.
 ChannelAccess = Callable[[str], Awaitable[bool]]
@@ -76,19 +106,6 @@ RUNBOOK_CONTACTS: tuple[Contact, ...] = (
 )
 
 
-class IncidentArgs(BaseModel):
-    """What `/incident` was asked to do."""
-
-    action: Action
-    text: str = ""
-    severity: Severity | None = None
-    force: bool = False
-    incident_id: int | None = None
-    channel_id: str | None = None
-    # For an update: attach the current graph of the key metrics to it in the thread.
-    graph: bool = False
-
-
 class IncidentResult(CommandResult):
     """What `/incident` did, with the incident as it is now."""
 
@@ -102,6 +119,14 @@ class IncidentResult(CommandResult):
     pending_severity: Severity | None = None
     previous: str | None = None
     as_of: datetime
+    # For a role: which one changed. For a follow-up: the one added. For stats: the figures.
+    role: RoleName | None = None
+    followup: Followup | None = None
+    stats: IncidentStats | None = None
+    # The picture of the stats, drawn by the bot for Slack (not part of the JSON).
+    png: bytes | None = Field(default=None, exclude=True, repr=False)
+    # Where a declare wanted to live, and whether it does (filled by the bot for Slack).
+    place: Place | None = None
     # What the bot could not do in Slack (header not posted, pin refused); filled by the bot.
     slack_problems: list[str] = Field(default_factory=list)
 
@@ -136,137 +161,17 @@ def format_minutes(duration: timedelta) -> str:
     return f"{days} d {hours} h"
 
 
-def parse(tokens: list[str]) -> IncidentArgs:
-    """Read the action and its free text; tokens may be argv words or [action, raw text]."""
-    # The text as typed: argv words re-joined, or the raw Slack text kept whole.
-    rest = " ".join(tokens).strip()
-    options: dict[str, str] = {}
-    word, rest = _first_word(rest)
-    while (match := _LEADING.match(word)) is not None:
-        _take_option(options, *match.groups())
-        word, rest = _first_word(rest)
-    if not word:
-        raise UsageError(
-            "say what to do: declare, update, note, sev, commander, resolve, timeline, contacts", USAGE
-        )
-    verb = word.lower()
-    action = _ALIASES.get(verb, verb)
-    if action not in _ACTIONS:
-        raise UsageError(f"unknown action `{word[:40]}`", USAGE)
-    if action in _FIXED_ARGUMENTS:
-        # No free text to take them from: `timeline inc=3` reads as `inc=3 timeline`.
-        words = rest.split()
-        while words and (match := _LEADING.match(words[-1])) is not None:
-            _take_option(options, *match.groups())
-            words.pop()
-        rest = " ".join(words)
-    args = IncidentArgs(
-        action=action,
-        incident_id=parse_incident_ref(options["inc"]) if "inc" in options else None,
-        channel_id=options.get("channel"),
-    )
-    if action == "declare":
-        return _parse_declare(rest, args)
-    if action in ("update", "note"):
-        graph = _GRAPH_OPTION.match(rest) if action == "update" else None
-        if graph:
-            args.graph = graph.group(1).lower() == "yes"
-            rest = rest[graph.end() :]
-        args.text = _required_text(rest, f"{action} needs text: /incident {action} <text>")
-    elif action == "resolve":
-        args.text = _clip_text(rest)
-    elif action == "sev":
-        args.severity = parse_severity(re.sub(r"^(sev|severity)=", "", rest, flags=re.IGNORECASE))
-    elif action == "commander":
-        args.text = _required_text(rest, "commander needs a person: /incident commander @user")
-        if len(args.text.split()) != 1:
-            raise UsageError("commander takes one person: /incident commander @user", USAGE)
-    elif rest:
-        raise UsageError(f"{action} takes no arguments", USAGE)
-    return args
-
-
-def _take_option(options: dict[str, str], key: str, value: str) -> None:
-    """Keep one `inc=` / `channel=` option, refusing the same one twice."""
-    key = "inc" if key == "incident" else key
-    if key == "channel" and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
-        raise UsageError(f"`{value[:40]}` is not a Slack channel id (C…)", USAGE)
-    if key in options and options[key] != value:
-        raise UsageError(f"give {key}= once", USAGE)
-    options[key] = value
-
-
-def _first_word(text: str) -> tuple[str, str]:
-    """Split off the first word; the rest keeps its spacing."""
-    parts = text.split(None, 1)
-    if not parts:
-        return "", ""
-    return parts[0], parts[1].strip() if len(parts) > 1 else ""
-
-
-def _parse_declare(rest: str, args: IncidentArgs) -> IncidentArgs:
-    kept: list[str] = []
-    for word in rest.split():
-        match = _DECLARE_OPTION.match(word)
-        if match is None:
-            kept.append(word)
-            continue
-        key, value = match.group(1).lower(), match.group(2)
-        if key == "force":
-            args.force = value.lower() in {"yes", "true", "1"}
-        else:
-            args.severity = parse_severity(value)
-    # Remove the options from the raw text without re-spacing what the user typed.
-    title = rest
-    for word in rest.split():
-        if _DECLARE_OPTION.match(word):
-            title = title.replace(word, "", 1)
-    title = _unquote(" ".join(title.split()))
-    if not title:
-        raise UsageError("declare needs a title: /incident declare <title> [sev=P1..P4]", USAGE)
-    if len(title) > TITLE_LIMIT:
-        raise UsageError(f"the title is {len(title)} characters; keep it under {TITLE_LIMIT}", USAGE)
-    args.text = title
-    return args
-
-
-def parse_severity(text: str) -> Severity:
-    """Read P1..P4 (also p1, 1)."""
-    value = text.strip().upper()
-    if re.fullmatch(r"[1-4]", value):
-        value = "P" + value
-    for severity in SEVERITIES:
-        if value == severity:
-            return severity
-    raise UsageError(f"`{text.strip()[:20] or '(nothing)'}` is not a severity; use P1, P2, P3 or P4", USAGE)
-
-
-def parse_incident_ref(text: str) -> int:
-    """Read an incident number: 12, #12 or INC-12."""
-    match = re.fullmatch(r"(?:INC-|#)?(\d{1,9})", text.strip(), re.IGNORECASE)
-    if match is None:
-        raise UsageError(f"`{text[:40]}` is not an incident number (12, #12 or INC-12)", USAGE)
-    return int(match.group(1))
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
-        return text[1:-1].strip()
-    return text
-
-
-def _required_text(text: str, message: str) -> str:
-    text = _clip_text(text)
-    if not text:
-        raise UsageError(message, USAGE)
-    return text
-
-
-def _clip_text(text: str) -> str:
-    text = _unquote(text.strip())
-    if len(text) > TEXT_LIMIT:
-        raise UsageError(f"that is {len(text)} characters; keep it under {TEXT_LIMIT}", USAGE)
-    return text
+def channel_name(prefix: str, number: int, title: str) -> str:
+    """Name an incident's own channel: inc-12-checkout-returns-5xx (what Slack allows, cut at a word)."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    base = f"{prefix}-{number}"
+    room = min(CHANNEL_SLUG_LIMIT, CHANNEL_NAME_LIMIT - len(base) - 1)
+    if len(slug) > room:
+        cut = slug[: room + 1]
+        slug = cut.rsplit("-", 1)[0] if "-" in cut else slug[:room]
+    slug = slug.strip("-")
+    return f"{base}-{slug}" if slug else base
 
 
 def is_user_id(who: str) -> bool:
@@ -274,18 +179,27 @@ def is_user_id(who: str) -> bool:
     return bool(_USER_ID.match(who))
 
 
-async def normalize_person(raw: str, resolve: UserResolver | None) -> str:
-    """Turn `<@U…|name>`, `U…` or `@name` into a user id where possible, else keep what was typed."""
+async def normalize_person(raw: str, resolve: UserResolver | None, exists: UserCheck | None = None) -> str:
+    """Turn `<@U…|name>`, `U…` or `@name` into a Slack user id.
+
+    With Slack (a resolver given), someone Slack does not know is refused, named; without it (the
+    terminal with no Slack), a typed name is kept as typed.
+    """
     raw = raw.strip()
     match = _MENTION.match(raw)
     if match:
         return match.group(1)
     if is_user_id(raw):
+        if exists is not None and await exists(raw) is False:
+            raise UsageError(f"there is no Slack user {raw}", USAGE)
         return raw
     if resolve is not None:
         found = await resolve(raw.lstrip("@"))
         if found:
             return found
+        raise UsageError(
+            f"there is no Slack user called {raw[:40]}; mention them (type @ and pick the name)", USAGE
+        )
     return raw
 
 
@@ -305,7 +219,17 @@ async def target(
             " (the terminal uses CHATOPS_INCIDENT_CHANNEL)",
             USAGE,
         )
-    return await store.open_in(channel) if open_only else await store.latest_in(channel)
+    found = await store.open_in(channel) if open_only else await store.latest_in(channel)
+    if found is None:
+        moved = await store.open_declared_from(channel)
+        if moved is not None:
+            where = f"#{moved.channel_name}" if moved.channel_name else moved.channel_id
+            raise UsageError(
+                f"{moved.reference} was declared here and lives in its own channel, {where}:"
+                f" run this there, or add inc={moved.id}",
+                USAGE,
+            )
+    return found
 
 
 async def check_access(incident: Incident, access: ChannelAccess | None) -> None:
@@ -324,6 +248,8 @@ async def run(
     resolve_user: UserResolver | None = None,
     now: datetime | None = None,
     access: ChannelAccess | None = None,
+    user_exists: UserCheck | None = None,
+    followups: FollowupStore | None = None,
 ) -> IncidentResult:
     """Carry out one `/incident` action against the incident record and its timeline.
 
@@ -333,6 +259,10 @@ async def run(
     now = now or datetime.now(UTC)
     if args.channel_id is not None and access is not None and not await access(args.channel_id):
         raise UsageError(f"channel={args.channel_id} is another channel; run this there", USAGE)
+    if args.action == "stats":
+        since = args.since or timedelta(days=90)
+        figures = compute(await store.declared_since(now - since), since, now)
+        return IncidentResult(outcome="stats", stats=figures, as_of=now)
     if args.action == "contacts":
         incident = await _maybe_target(store, args, channel_id)
         if incident is not None:
@@ -354,25 +284,67 @@ async def run(
             contacts=contacts,
             now=now,
         )
-    # Reading works on the latest incident, resolved or not; changing needs an open one.
-    incident = await target(store, args, channel_id, open_only=args.action != "timeline")
+    # Reading works on the latest incident, resolved or not, as do follow-ups (during or after it);
+    # changing needs an open one.
+    if args.action in ("timeline", "followup"):
+        incident = await target(store, args, channel_id, open_only=False)
+        if incident is None:
+            raise UsageError(
+                "there is no incident in this channel; give its number (inc=12) or declare one", USAGE
+            )
+        await check_access(incident, access)
+        if args.action == "followup":
+            return await _followup(followups, incident, args, actor, contacts, now, resolve_user, user_exists)
+        events = await store.events(incident.id)
+        return IncidentResult(
+            outcome="timeline", incident=incident, events=events, contacts=contacts, as_of=now
+        )
+    incident = await open_target(store, args, channel_id, access)
+    return await _change(store, incident, args, actor, contacts, now, resolve_user, user_exists)
+
+
+async def open_target(
+    store: IncidentStore, args: IncidentArgs, channel_id: str | None, access: ChannelAccess | None
+) -> Incident:
+    """Find the open incident a change is about, refusing another channel's or a resolved one."""
+    incident = await target(store, args, channel_id, open_only=True)
     if incident is None:
         raise UsageError(
             "there is no open incident in this channel; declare one: /incident declare <title>", USAGE
         )
     await check_access(incident, access)
-    if args.action == "timeline":
-        events = await store.events(incident.id)
-        return IncidentResult(
-            outcome="timeline", incident=incident, events=events, contacts=contacts, as_of=now
-        )
     if incident.status != "open":
         raise UsageError(f"{incident.reference} is resolved; it can no longer change", USAGE)
+    return incident
+
+
+async def _change(
+    store: IncidentStore,
+    incident: Incident,
+    args: IncidentArgs,
+    actor: str,
+    contacts: list[Contact],
+    now: datetime,
+    resolve_user: UserResolver | None,
+    user_exists: UserCheck | None,
+) -> IncidentResult:
+    """Change an open incident: update, note, severity, a role, or its resolution."""
     changed: tuple[Incident, TimelineEvent]
     previous: str | None = None
     if args.action == "update":
+        if not args.text:
+            raise UsageError(
+                "update needs text: /incident update <text> (in Slack, /incident update alone opens"
+                " the form: Conditions · Actions · Needs)",
+                USAGE,
+            )
+        details = {"tactical": args.tactical} if args.tactical else {}
         changed = await store.change(
-            incident.id, ("update", actor, args.text, {}), now, last_update=args.text, last_update_at=now
+            incident.id,
+            ("update", actor, args.text, details),
+            now,
+            last_update=args.text,
+            last_update_at=now,
         )
         outcome: Outcome = "updated"
     elif args.action == "note":
@@ -389,14 +361,27 @@ async def run(
             severity=args.severity,
         )
         outcome = "severity"
-    elif args.action == "commander":
-        person = await normalize_person(args.text, resolve_user)
-        previous = incident.commander
-        text = f"Commander {who(previous)} → {who(person)}"
-        changed = await store.change(
-            incident.id, ("commander", actor, text, {"from": previous, "to": person}), now, commander=person
+    elif args.action in ("commander", "role"):
+        role: RoleName = args.role or "commander"
+        person = await _person_for(role, args.text, resolve_user, user_exists)
+        previous = getattr(incident, ROLE_FIELDS[role])
+        title = ROLE_TITLES[role]
+        text = f"{title} {who(previous)} → {who(person)}"
+        kind = "commander" if role == "commander" else "role"
+        fields = {ROLE_FIELDS[role]: person}
+        change: dict[str, str | None] = {"from": previous, "to": person, "role": role}
+        changed = await store.change(incident.id, (kind, actor, text, change), now, **fields)
+        outcome = "commander" if role == "commander" else "role"
+        updated, event = changed
+        return IncidentResult(
+            outcome=outcome,
+            incident=updated,
+            event=event,
+            contacts=contacts,
+            previous=previous,
+            role=role,
+            as_of=now,
         )
-        outcome = "commander"
     else:
         changed = await _resolve(store, incident, args.text, actor, now)
         outcome = "resolved"
@@ -404,6 +389,46 @@ async def run(
     return IncidentResult(
         outcome=outcome, incident=updated, event=event, contacts=contacts, previous=previous, as_of=now
     )
+
+
+async def _person_for(
+    role: RoleName, typed: str, resolve_user: UserResolver | None, user_exists: UserCheck | None
+) -> str | None:
+    """Read who takes a role: a person, or nobody (`none`) for the roles beside the commander."""
+    if typed.lower() in _NOBODY:
+        if role == "commander":
+            raise UsageError("an incident always has a commander: /incident commander @user", USAGE)
+        return None
+    return await normalize_person(typed, resolve_user, user_exists)
+
+
+async def _followup(
+    followups: FollowupStore | None,
+    incident: Incident,
+    args: IncidentArgs,
+    actor: str,
+    contacts: list[Contact],
+    now: datetime,
+    resolve_user: UserResolver | None,
+    user_exists: UserCheck | None,
+) -> IncidentResult:
+    """Record a follow-up (during the incident or after it); filing the RCA files it as an issue."""
+    if followups is None:
+        raise UsageError("follow-ups are not available here", USAGE)
+    owner = await normalize_person(args.owner, resolve_user, user_exists) if args.owner else None
+    text = f"Follow-up: {args.text}"
+    followup, event = await followups.add(
+        incident.id, args.text, owner, actor, now, ("followup", text, {"owner": owner})
+    )
+    return IncidentResult(
+        outcome="followup", incident=incident, event=event, followup=followup, contacts=contacts, as_of=now
+    )
+
+
+def tactical_text(parts: dict[str, str]) -> str:
+    """Write a tactical update (Conditions · Actions · Needs) as the update's text, one part a line."""
+    lines = [f"{label}: {parts[key].strip()}" for key, label in TACTICAL_PARTS if parts.get(key, "").strip()]
+    return "\n".join(lines)
 
 
 async def declare(

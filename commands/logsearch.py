@@ -147,9 +147,13 @@ class SearchResult:
     left_out: int = 0  # matches beyond the cap
 
 
-def search(paths: Iterable[Path], text: str, cap: int = 10_000) -> SearchResult:
-    """Find the lines containing `text` in every file (as `grep -F` would), then order them by time."""
-    needle = text.encode()
+def search(paths: Iterable[Path], text: str | list[str], cap: int = 10_000) -> SearchResult:
+    """Find the lines containing `text` in every file (as `grep -F` would), then order them by time.
+
+    With several texts, a line containing any of them (once). Texts are literal: nothing in them is
+    a pattern.
+    """
+    needles = [item.encode() for item in ([text] if isinstance(text, str) else text) if item]
     stats = ScanStats()
     records: list[Record] = []
     left_out = 0
@@ -158,7 +162,7 @@ def search(paths: Iterable[Path], text: str, cap: int = 10_000) -> SearchResult:
         matches: list[bytes] = []
         try:
             with _open(path) as stream:
-                _search_stream(stream, needle, matches.append, file_stats)
+                _search_stream(stream, needles, matches.append, file_stats)
         except (OSError, EOFError, gzip.BadGzipFile) as error:
             file_stats.errors.append(f"{path}: {type(error).__name__}: {error}")
         for index, raw in enumerate(matches):
@@ -203,9 +207,12 @@ def _chunks(stream: io.RawIOBase | gzip.GzipFile) -> Iterator[tuple[bytearray, i
 
 
 def _search_stream(
-    stream: io.RawIOBase | gzip.GzipFile, needle: bytes, found: Callable[[bytes], None], stats: ScanStats
+    stream: io.RawIOBase | gzip.GzipFile,
+    needles: list[bytes],
+    found: Callable[[bytes], None],
+    stats: ScanStats,
 ) -> None:
-    """Call `found` with every line holding `needle`, reading fixed buffers: memory stays flat."""
+    """Call `found` with every line holding a needle, reading fixed buffers: memory stays flat."""
     carry = b""
     for buffer, count in _chunks(stream):
         stats.bytes_read += count
@@ -218,18 +225,32 @@ def _search_stream(
             continue
         # The line cut by the previous chunk's end, completed by this chunk's start.
         head = carry + bytes(buffer[:first])
-        if needle in head:
+        if any(needle in head for needle in needles):
             found(head)
         last = buffer.rfind(b"\n", 0, count)
-        position = buffer.find(needle, first + 1, last)
-        while position >= 0:
-            start = buffer.rfind(b"\n", 0, position) + 1
-            end = buffer.find(b"\n", position, count)
-            found(bytes(buffer[start:end]))
-            position = buffer.find(needle, end + 1, last)
+        if len(needles) == 1:
+            for start, end in _lines_with(buffer, needles[0], first, last, count):
+                found(bytes(buffer[start:end]))
+        else:
+            # Several spellings of one id: each matching line once, in file order.
+            spans = {span for needle in needles for span in _lines_with(buffer, needle, first, last, count)}
+            for start, end in sorted(spans):
+                found(bytes(buffer[start:end]))
         carry = bytes(buffer[last + 1 : count])
-    if carry and needle in carry:
+    if carry and any(needle in carry for needle in needles):
         found(carry)
+
+
+def _lines_with(
+    buffer: bytearray, needle: bytes, first: int, last: int, count: int
+) -> Iterator[tuple[int, int]]:
+    """Yield (start, end) of every whole line after `first` and up to `last` that holds the needle."""
+    position = buffer.find(needle, first + 1, last)
+    while position >= 0:
+        start = buffer.rfind(b"\n", 0, position) + 1
+        end = buffer.find(b"\n", position, count)
+        yield start, end
+        position = buffer.find(needle, end + 1, last)
 
 
 # --- time windows ---------------------------------------------------------------------------

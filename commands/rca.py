@@ -7,19 +7,23 @@ database until filed, and after: filing again updates the same issue.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import jinja2
 from pydantic import BaseModel, Field
 
-from adapters.github import GitHubError, Issue
+from adapters.followup_store import Followup
+from adapters.github import GitHubError
 from adapters.incident_store import FilingBusy, Incident, IncidentStore, RcaDraft, TimelineEvent
+from commands import followups as followup_filing
 from commands.base import Arguments, CommandResult, UsageError
-from commands.incident import format_minutes, incident_duration, is_user_id, parse_incident_ref
+from commands.followups import FollowupFiling
+from commands.incident import format_minutes, incident_duration, parse_incident_ref
+from commands.issues import IssueTracker, body_digest, markdown_text, person_name
+
+__all__ = ["IssueTracker", "body_digest", "markdown_text", "person_name"]
 
 USAGE = "/rca [incident] [lang=en|pt] [file] [force=yes]   (terminal: chatops rca [incident] --preview)"
 LANGUAGES = ("en", "pt")
@@ -32,31 +36,8 @@ _PREFIXES: dict[str, tuple[str, ...]] = {
     "cause": ("root cause:", "cause:", "causa raiz:", "causa:"),
     "action": ("corrective action:", "action:", "fix:", "ação corretiva:", "ação:", "acao:"),
 }
-_SLACK_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
-_SLACK_LINK = re.compile(r"<(https?://[^|>]+)\|([^>]+)>")
-_GITHUB_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
 
 Outcome = Literal["drafted", "filed", "updated", "not_filed"]
-
-
-class IssueTracker(Protocol):
-    """Where RCAs are filed (GitHub issues)."""
-
-    async def create_issue(self, title: str, body: str, labels: list[str]) -> Issue:
-        """Open an issue."""
-        ...
-
-    async def update_issue(self, number: int, title: str, body: str, labels: list[str]) -> Issue:
-        """Replace an issue's title, body and labels."""
-        ...
-
-    async def get_issue(self, number: int) -> Issue:
-        """Read an issue."""
-        ...
-
-    async def find_issue(self, marker: str, since: datetime) -> Issue | None:
-        """Find the issue whose body carries a marker."""
-        ...
 
 
 class RcaArgs(BaseModel):
@@ -79,6 +60,9 @@ class RcaResult(CommandResult):
     retry_after_seconds: float | None = None
     preview_only: bool = False
     slack_problems: list[str] = Field(default_factory=list)
+    # The incident's follow-ups as filed with it, and what went wrong filing them.
+    followups: list[Followup] = Field(default_factory=list)
+    followup_problems: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -131,11 +115,6 @@ def marker(environment: str, incident: Incident) -> str:
     return f"<!-- chatops-rca environment={environment} incident={incident.id} -->"
 
 
-def body_digest(body: str | None) -> str:
-    """Fingerprint an issue body, to notice edits made on GitHub."""
-    return hashlib.sha256((body or "").replace("\r\n", "\n").encode()).hexdigest()
-
-
 def sections_from_notes(events: list[TimelineEvent]) -> dict[str, list[str]]:
     """Collect the notes that fill the impact, root cause and corrective action sections."""
     found: dict[str, list[str]] = {key: [] for key in _PREFIXES}
@@ -166,8 +145,10 @@ def build_context(
     names: dict[str, str],
     latest_backup_at: datetime | None,
     graphs: list[GraphLink] | None = None,
+    followups: list[Followup] | None = None,
+    language: str = "en",
 ) -> dict[str, Any]:
-    """Gather what the template shows, from the incident record and its timeline."""
+    """Gather what the template shows, from the incident record, its timeline and its follow-ups."""
     notes = sections_from_notes(events)
     multi_day = (incident.resolved_at or now).date() != incident.started_at.date()
     timeline = [
@@ -193,34 +174,16 @@ def build_context(
         "actions": notes["action"],
         "timeline": timeline,
         "commander": person_name(incident.commander, names) if incident.commander else "—",
+        "comms_lead": person_name(incident.comms_lead, names) if incident.comms_lead else None,
+        "scribe": person_name(incident.scribe, names) if incident.scribe else None,
         "declared_by": person_name(incident.declared_by, names),
+        # Already Markdown (user text converted as `md` does), between the markers filing rewrites.
+        "followups": followup_filing.section(followups or [], language, names),
         "backup_age": backup_age,
         "backup_at": f"{latest_backup_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if latest_backup_at else None,
         "graphs": graphs or [],
         "now": now,
     }
-
-
-def person_name(person: str, names: dict[str, str]) -> str:
-    """Name a person for the issue: a Slack user's name when known, never a GitHub mention."""
-    if is_user_id(person):
-        return names.get(person, person)
-    return person.lstrip("@")
-
-
-def markdown_text(names: dict[str, str]) -> Any:
-    """Build the `md` filter: Slack markup to Markdown, without pinging anyone on GitHub."""
-
-    def convert(value: Any) -> str:
-        text = str(value)
-        text = _SLACK_MENTION.sub(lambda m: names.get(m.group(1), m.group(2) or m.group(1)), text)
-        text = _SLACK_LINK.sub(lambda m: f"[{m.group(2)}]({m.group(1)})", text)
-        # A zero-width space after @ keeps GitHub from notifying whoever has that login.
-        text = _GITHUB_MENTION.sub("@\u200b", text)
-        # Nobody's text may forge the marker that ties an issue to its incident.
-        return text.replace("<!--", "&lt;!--")
-
-    return convert
 
 
 def render(templates_dir: Path, language: str, context: dict[str, Any], names: dict[str, str]) -> str:
@@ -263,12 +226,20 @@ async def draft(
     latest_backup_at: datetime | None,
     now: datetime | None = None,
     graphs: list[GraphLink] | None = None,
+    followups: list[Followup] | None = None,
 ) -> RcaDraft:
     """Render the draft from the record and timeline and keep it (what was filed is remembered)."""
     now = now or datetime.now(UTC)
     events = await store.events(incident.id)
     context = build_context(
-        incident, events, now=now, names=names, latest_backup_at=latest_backup_at, graphs=graphs
+        incident,
+        events,
+        now=now,
+        names=names,
+        latest_backup_at=latest_backup_at,
+        graphs=graphs,
+        followups=followups,
+        language=language,
     )
     body = render(templates_dir, language, context, names) + "\n" + marker(environment, incident) + "\n"
     return await store.save_draft(
@@ -292,8 +263,13 @@ async def file(
     actor: str,
     force: bool = False,
     now: datetime | None = None,
+    followups: FollowupFiling | None = None,
 ) -> RcaResult:
-    """File the stored draft: create the issue, or update the one filed before; never two issues."""
+    """File the stored draft: create the issue, or update the one filed before; never two issues.
+
+    With `followups`, each follow-up of the incident is then filed as its own issue linked to this
+    one, and the draft's list of them is brought up to date (their issues, their state).
+    """
     now = now or datetime.now(UTC)
     if tracker is None:
         raise UsageError(
@@ -304,7 +280,10 @@ async def file(
             stored = await store.draft(incident.id)
             if stored is None:
                 raise UsageError(f"{incident.reference} has no RCA draft yet: /rca {incident.id}", USAGE)
-            return await _file_locked(store, tracker, incident, stored, environment, actor, force, now)
+            result = await _file_locked(store, tracker, incident, stored, environment, actor, force, now)
+            if followups is not None and result.outcome != "not_filed":
+                result = await _file_followups(store, tracker, result, followups, environment, force, now)
+            return result
     except FilingBusy as busy:
         raise UsageError(str(busy), USAGE) from None
 
@@ -368,6 +347,40 @@ async def _file_locked(
     verb = "filed as" if outcome == "filed" else "updated in"
     await store.add_event(incident.id, "rca", actor, f"RCA {verb} GitHub issue #{issue.number}", at=now)
     return RcaResult(outcome=outcome, incident=incident, draft=await _reload(store, incident))
+
+
+async def _file_followups(
+    store: IncidentStore,
+    tracker: IssueTracker,
+    result: RcaResult,
+    filing: FollowupFiling,
+    environment: str,
+    force: bool,
+    now: datetime,
+) -> RcaResult:
+    """File the follow-ups (each linked to the RCA issue), then list them, with their state, in it."""
+    incident, stored = result.incident, result.draft
+    assert stored.issue_number is not None and stored.issue_url is not None
+    filed = await followup_filing.file_all(
+        filing, tracker, incident, stored.issue_url, environment=environment, now=now, force=force
+    )
+    problems = list(filed.problems)
+    fresh = followup_filing.section(filed.followups, stored.language, filing.names)
+    body = followup_filing.replace_section(stored.body, fresh)
+    if body != stored.body:
+        try:
+            labels = [LABEL, f"severity:{incident.severity}"]
+            await tracker.update_issue(stored.issue_number, stored.title, body, labels)
+            await store.update_draft(incident.id, body=body, filed_body_sha256=body_digest(body))
+        except GitHubError as error:
+            problems.append(f"the RCA's list of follow-ups was not updated: {error.reason}: {error.message}")
+    return result.model_copy(
+        update={
+            "draft": await _reload(store, incident),
+            "followups": filed.followups,
+            "followup_problems": problems,
+        }
+    )
 
 
 def _not_filed(

@@ -7,7 +7,7 @@ from typing import Any
 
 from adapters.base import DependencyError
 from adapters.engine import EngineAdapter
-from commands.base import UsageError
+from commands.base import Arguments, UsageError
 from commands.destructive import Execution, Plan, Progress, Proposal
 from commands.rollback import (
     Checker,
@@ -33,11 +33,17 @@ async def _services(engine: EngineAdapter, config: RollbackConfig) -> list[str]:
     return sorted({item.service for item in containers if item.service})
 
 
+def parse(tokens: list[str]) -> str:
+    """Read `/restart <service>`: one word; anything else is named in the error."""
+    args = Arguments.parse(tokens, USAGE)
+    service = args.next_positional("the service to restart (one Compose service)")
+    args.done()
+    return service
+
+
 async def run(engine: EngineAdapter, config: RollbackConfig, tokens: list[str]) -> Proposal:
     """Plan the restart of one service's container; refuse unknown services before any plan."""
-    if len(tokens) != 1:
-        raise UsageError("name one service to restart", USAGE)
-    service = tokens[0]
+    service = parse(tokens)
     known = await _services(engine, config)
     listed = ", ".join(known) or "none"
     if not SERVICE_NAME.fullmatch(service) or service not in known:

@@ -6,9 +6,9 @@ the gate shows in `restore_plan`, the restore itself in `restore_execution`.
 
 from __future__ import annotations
 
-from commands.backup import StoredBackup, list_backups, normalise_flags, parse_type
+from commands.backup import StoredBackup, list_backups, parse_type
 from commands.backup_store import BackupType, parse_backup_id
-from commands.base import Arguments, CommandResult
+from commands.base import Arguments, CommandResult, normalise_flags
 from commands.restore_execution import execute_restore
 from commands.restore_inputs import USAGE, ListArgs, Part, RestoreArgs, RestoreDeps, VerifyArgs
 from commands.restore_plan import TYPED_WORD, estimate_seconds, plan_restore
@@ -53,7 +53,7 @@ __all__ = [
 
 def parse(tokens: list[str]) -> ListArgs | VerifyArgs | RestoreArgs:
     """Read the three forms of `/restore`."""
-    args = Arguments.parse(normalise_flags(tokens, {"type"}, set()), USAGE)
+    args = Arguments.parse(normalise_flags(tokens, {"type"}, set(), USAGE), USAGE)
     first = args.next_positional("`list`, `verify <backup id>` or a backup id")
     if first == "list":
         args.done()

@@ -412,7 +412,7 @@ def _outcome(run: _Run, succeeded: bool, seconds: float) -> Execution:
     manifest, emergency = run.manifest, run.emergency
     way_back = ""
     if emergency is not None:
-        suffix = "" if emergency.type == "full" else f" --type {emergency.type}"
+        suffix = "" if emergency.type == "full" else f" type={emergency.type}"
         way_back = f"chatops restore {emergency.id}{suffix}"
     timings = ", ".join(f"{name} {value:.1f} s" for name, value in run.timings.items() if value >= 0.05)
     if succeeded:

@@ -12,7 +12,7 @@ from adapters.engine import ServiceAction
 from commands.backup import BackupSources
 from commands.backup_store import BackupType
 
-USAGE = "/restore list | /restore verify <backup id> | /restore <backup id> [--type full|db|storage]"
+USAGE = "/restore list | /restore verify <backup id> | /restore <backup id> [type=full|db|storage]"
 
 Part = Literal["db", "storage"]
 
@@ -40,7 +40,7 @@ class VerifyArgs(BaseModel):
 
 
 class RestoreArgs(BaseModel):
-    """`/restore <id> [--type T]`: T defaults to everything the backup holds."""
+    """`/restore <id> [type=T]`: T defaults to everything the backup holds."""
 
     id: str
     type: BackupType | None = None

@@ -24,7 +24,7 @@ def _parts(manifest: Manifest, requested: BackupType | None) -> list[Part]:
         holds = TYPE_LABELS[manifest.type]
         raise UsageError(
             f"backup {manifest.id} holds {holds} only; it cannot restore {TYPE_LABELS[wanted]}"
-            f" (ask for --type {manifest.type}, or pick another backup)",
+            f" (ask for type={manifest.type}, or pick another backup)",
             USAGE,
         )
     return needed

@@ -16,15 +16,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from adapters.base import DependencyError
 from adapters.engine import ContainerInfo, EngineAdapter, ImageTag
-from adapters.postgres import PostgresAdapter
-from commands.base import CommandResult, UsageError
+from commands.base import Arguments, CommandResult, UsageError
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
+
+if TYPE_CHECKING:  # asyncpg: imported by whoever makes the adapter, not by the grammar
+    from adapters.postgres import PostgresAdapter
 
 USAGE = (
     "/rollback list | /rollback <version> | /rollback flag NAME=value"
@@ -98,15 +100,15 @@ def parse(tokens: list[str], config: RollbackConfig) -> RollbackArgs:
     """Read `list`, `<version>` or `flag ...` (the version is checked against the engine later)."""
     if not tokens:
         raise UsageError("say what to roll back to: `list`, a version, or `flag NAME=value`", USAGE)
-    first = tokens[0]
-    if first == "list":
-        if len(tokens) > 1:
-            raise UsageError(f"unexpected argument `{tokens[1][:40]}` after list", USAGE)
-        return RollbackArgs(action="list")
-    if first == "flag":
+    if tokens[0] == "flag":
+        # NAME=value after `flag` is the flag's new setting, not an option.
         return parse_flag(tokens[1:], config)
-    if len(tokens) > 1:
-        raise UsageError(f"unexpected argument `{tokens[1][:40]}` after the version", USAGE)
+    # Nothing else takes an option: the grammar's reading names any word left over, wherever it is.
+    args = Arguments.parse(tokens, USAGE)
+    first = args.next_positional("what to roll back to: `list`, a version, or `flag NAME=value`")
+    args.done()
+    if first == "list":
+        return RollbackArgs(action="list")
     return RollbackArgs(action="version", version=first)
 
 

@@ -30,14 +30,13 @@ from sandbox.component import HTTP_TIMEOUT, Paths
 from sandbox.images import DEFAULT_VERSION, FAULTY_VERSION, VERSIONS, ensure_images
 from sandbox.podman import docker_client
 from sandbox.processes import SandboxError
-from sandbox.prometheus import EVALUATION_INTERVAL
+from sandbox.prometheus import EVALUATION_INTERVAL, rule_rate_window
 
 if TYPE_CHECKING:
     from bot.config import Settings
 
 ALERT = "HighErrorRate"
-# The rule's expression: the share of requests answered 5xx over five minutes, over 5 %.
-RATE_WINDOW_SECONDS = 300
+# The rule's expression: the share of requests answered 5xx over its rate window, over 5 %.
 THRESHOLD = 0.05
 
 
@@ -172,12 +171,43 @@ async def wait_quiet(settings: Settings, timeout: float) -> None:
 
 def expected_bounds(settings: Settings, error_share: float) -> str:
     """Say what bounds the time from the fault to the webhook, for this error share."""
-    crossing = THRESHOLD * RATE_WINDOW_SECONDS / error_share if error_share > 0 else float("inf")
+    window = rule_rate_window(settings)
+    crossing = THRESHOLD * window / error_share if error_share > 0 else float("inf")
     return (
-        f"the rule's 5m window reaching 5 % at {error_share:.0%} 5xx (~{crossing:.0f}s)"
+        f"the rule's {window:.0f}s rate window reaching 5 % at {error_share:.0%} 5xx (~{crossing:.0f}s)"
         f" + for: {settings.sandbox_alert_for or 'the rule`s own'}"
         f" + evaluation every {EVALUATION_INTERVAL} + group_wait {GROUP_WAIT}"
     )
+
+
+def drill_settings(settings: Settings) -> Settings:
+    """Return the settings of the drill's images: `<backend_image>-drill`, v2.0.6 passing /health."""
+    return settings.model_copy(
+        update={"backend_image": f"{settings.backend_image}-drill", "sandbox_faulty_release": "passes-health"}
+    )
+
+
+def prepare_drill_images(settings: Settings) -> Settings:
+    """Make the drill's images and return their settings (a bot given them deploys the drill's v2.0.6).
+
+    Its v2.0.5 is the sandbox's own v2.0.5 under a second tag (the same image: the backend running
+    now counts as v2.0.5, and a way back to it ends on the sandbox's own image); its v2.0.6 is built
+    to pass /health and answer 5xx under traffic. The sandbox's own v2.0.6 is left as it is.
+    """
+    drill = drill_settings(settings)
+    client = docker_client(settings, timeout=60)
+    try:
+        own = client.images.get(f"{settings.backend_image}:{DEFAULT_VERSION}")
+        own.tag(drill.backend_image, DEFAULT_VERSION)
+    finally:
+        client.close()
+    ensure_images(drill)
+    return drill
+
+
+def remove_drill_images(settings: Settings) -> None:
+    """Remove the drill's image tags (the sandbox's own images stay)."""
+    _remove_images(drill_settings(settings))
 
 
 def _remove_images(settings: Settings) -> None:
@@ -197,14 +227,11 @@ async def faulty_release_drill(
 ) -> DrillResult:
     """Deploy the faulty release that passes /health and wait for its alert at a receiver.
 
-    The release comes from images of its own (`<backend_image>-drill`, built with
-    sandbox_faulty_release=passes-health), so the sandbox's own v2.0.6 is left as it is.
+    The release comes from the drill's images (`prepare_drill_images`), so the sandbox's own v2.0.6
+    is left as it is.
     """
     paths = Paths(settings)
     token = secrets.token_urlsafe(24)
-    drill = settings.model_copy(
-        update={"backend_image": f"{settings.backend_image}-drill", "sandbox_faulty_release": "passes-health"}
-    )
     original = paths.alertmanager_config.read_text() if paths.alertmanager_config.exists() else None
     if original is None:
         raise SandboxError("the sandbox's Alertmanager has no config: run `chatops sandbox up`")
@@ -223,7 +250,7 @@ async def faulty_release_drill(
         try:
             await asyncio.to_thread(apply_alertmanager_config, settings, config)
             await wait_quiet(settings, quiet_timeout)
-            await asyncio.to_thread(ensure_images, drill)
+            drill = await asyncio.to_thread(prepare_drill_images, settings)
             await asyncio.to_thread(start_backend, drill, FAULTY_VERSION)
             deployed_at = time.time()
             async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
@@ -258,5 +285,5 @@ async def faulty_release_drill(
         finally:
             # A new container of v2.0.5 (no faults), the drill's images gone, the config as it was.
             await asyncio.to_thread(start_backend, settings, DEFAULT_VERSION)
-            await asyncio.to_thread(_remove_images, drill)
+            await asyncio.to_thread(remove_drill_images, settings)
             await asyncio.to_thread(apply_alertmanager_config, settings, original)

@@ -35,21 +35,48 @@ RULES_SOURCE = Path(__file__).resolve().parent.parent / "monitoring" / "alerts.y
 RULES_COPY = "alerts.yml"
 EVALUATION_INTERVAL = "1s"
 _FOR = re.compile(r"^(\s+for:\s*)(\S+)(\s*(?:#.*)?)$", re.MULTILINE)
+# A range selector of PromQL (`[5m]`); a subquery's (`[5m:1m]`) is left alone.
+_RANGE = re.compile(r"\[((?:\d+[smhdwy])+)\]")
 
 
 def sandbox_rules(settings: Settings, source: Path = RULES_SOURCE) -> str:
     """Return the sandbox's copy of the alerting rules: the same, but for `for:` set to
-    settings.sandbox_alert_for (unless that is empty), with a header that says so."""
+    settings.sandbox_alert_for and every rate's window to settings.sandbox_alert_rate_window (each
+    unless empty), with a header that says so."""
     text = source.read_text()
-    if not settings.sandbox_alert_for:
+    changes = []
+    if settings.sandbox_alert_for:
+        durations = ", ".join(sorted({match[1] for match in _FOR.findall(text)})) or "none"
+        changes.append(f"every `for:` set to {settings.sandbox_alert_for} (there: {durations})")
+        text = _FOR.sub(lambda m: f"{m.group(1)}{settings.sandbox_alert_for}{m.group(3)}", text)
+    if settings.sandbox_alert_rate_window:
+        windows = ", ".join(sorted(set(_RANGE.findall(text)))) or "none"
+        changes.append(f"every rate's window set to {settings.sandbox_alert_rate_window} (there: {windows})")
+        text = _RANGE.sub(f"[{settings.sandbox_alert_rate_window}]", text)
+    if not changes:
         return f"# Copied by the chatops sandbox from {source}, unchanged.\n{text}"
-    durations = ", ".join(sorted({match[1] for match in _FOR.findall(text)})) or "none"
     header = (
-        f"# Copied by the chatops sandbox from {source}, with every `for:` set to "
-        f"{settings.sandbox_alert_for} (there: {durations}) so that a demo does not wait; "
-        "CHATOPS_SANDBOX_ALERT_FOR chooses it.\n"
+        f"# Copied by the chatops sandbox from {source}, with {' and '.join(changes)} so that a demo"
+        " does not wait (the descriptions still say the rules' own); CHATOPS_SANDBOX_ALERT_FOR and"
+        " CHATOPS_SANDBOX_ALERT_RATE_WINDOW choose them.\n"
     )
-    return header + _FOR.sub(lambda m: f"{m.group(1)}{settings.sandbox_alert_for}{m.group(3)}", text)
+    return header + text
+
+
+def duration_seconds(text: str) -> float:
+    """Read a Prometheus duration (`1m`, `1m30s`) as seconds; 0 for an empty one."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)([smhdwy])", text)
+    if "".join(amount + unit for amount, unit in parts) != text.strip():
+        raise ValueError(f"not a duration: {text!r}")
+    return float(sum(int(amount) * units[unit] for amount, unit in parts))
+
+
+def rule_rate_window(settings: Settings) -> float:
+    """Return the window, in seconds, of the rates in the rules the sandbox evaluates."""
+    if settings.sandbox_alert_rate_window:
+        return duration_seconds(settings.sandbox_alert_rate_window)
+    return max((duration_seconds(found) for found in _RANGE.findall(RULES_SOURCE.read_text())), default=300.0)
 
 
 def check_rules(path: Path) -> None:
@@ -234,8 +261,16 @@ def prometheus_status(settings: Settings) -> ComponentStatus:
     detail = f"{base}" + (f", pid {pid}" if pid else " (not started by sandbox)")
     detail += f", target 3dpot-backend {target}"
     detail += f", {len(rules)} alerting rules"
-    if rules and settings.sandbox_alert_for:
-        detail += f" (for: {settings.sandbox_alert_for} in the sandbox)"
+    shortened = [
+        f"{name} {value}"
+        for name, value in (
+            ("for:", settings.sandbox_alert_for),
+            ("rates over", settings.sandbox_alert_rate_window),
+        )
+        if value
+    ]
+    if rules and shortened:
+        detail += f" ({', '.join(shortened)} in the sandbox)"
     detail += ", " + (", ".join(f"{name} {state}" for name, state in active) if active else "none active")
     detail += ", alerts to " + (", ".join(alertmanagers) if alertmanagers else "no Alertmanager")
     return ComponentStatus(

@@ -28,6 +28,7 @@ T = TypeVar("T")
 # One database per test session (the pid keeps two concurrent sessions apart).
 DB_NAME = f"chatops_test_audit_{os.getpid()}"
 EMPTY_DB_NAME = f"chatops_test_audit_empty_{os.getpid()}"
+BARE_DB_NAME = f"chatops_test_audit_bare_{os.getpid()}"
 SEED_ROWS = 3000
 
 # Rows this module adds beside the sandbox's seed, for cases the seed does not have.
@@ -96,6 +97,21 @@ async def audit_dsn_fixture(postgres: str) -> AsyncIterator[str]:
     await apply_indexes(dsn)
     yield dsn
     await _drop(DB_NAME)
+
+
+@pytest.fixture(scope="session", name="bare_dsn")
+async def bare_dsn_fixture(postgres: str) -> AsyncIterator[str]:
+    """The same seeded audit_log without the reviewed indexes (only the sandbox schema's own)."""
+    dsn = await recreate_database(BARE_DB_NAME)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed_audit_log(conn, rows=SEED_ROWS)
+        await _add_known_rows(conn)
+        await conn.execute("ANALYZE audit_log")
+    finally:
+        await conn.close()
+    yield dsn
+    await _drop(BARE_DB_NAME)
 
 
 @pytest.fixture(scope="session", name="empty_dsn")

@@ -37,7 +37,13 @@ BOT_TOKEN = "xoxb-test-token"
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Build settings from defaults (the sandbox) plus overrides, ignoring any .env file."""
+    """Build settings from defaults (the sandbox) plus overrides, ignoring any .env file.
+
+    Incidents live where they are declared unless a test asks for their own channel
+    (`incident_workspace="dedicated"`, the product's default: tests/test_incident_workspace.py):
+    most tests are about something else and read the incident in the channel they declared it in.
+    """
+    overrides.setdefault("incident_workspace", "in-place")
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 

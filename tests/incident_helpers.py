@@ -103,10 +103,10 @@ class Bot:
 
 @asynccontextmanager
 async def incident_bot(
-    fake_slack: FakeSlack, github: FakeGitHub | None = None, **overrides: Any
+    fake_slack: FakeSlack, github: FakeGitHub | None = None, database: str = STATE_DB, **overrides: Any
 ) -> AsyncIterator[Bot]:
     """Serve the bot with a fresh state database; GitHub settings point at the fake when given."""
-    dsn = await recreate_database(STATE_DB)
+    dsn = await recreate_database(database)
     settings: dict[str, Any] = {
         "state_database_url": dsn,
         "incident_channel": CHANNEL,

@@ -41,8 +41,24 @@ def _modules() -> dict[str, Path]:
     return {_module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
 
 
+# Calls that import a module named by a string, later: `Ref("bot.runners.health", "run")` in the
+# registry, `importlib.import_module("...")`. Their first argument counts as an import.
+LAZY_IMPORTS = {"Ref", "import_module"}
+
+
+def _lazy_target(node: ast.Call) -> str | None:
+    """Return the module a lazy import names, when `node` is one with a literal name."""
+    function = node.func
+    called = function.id if isinstance(function, ast.Name) else getattr(function, "attr", None)
+    if called not in LAZY_IMPORTS or not node.args:
+        return None
+    first = node.args[0]
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Return our modules that `name` imports anywhere (inside functions and TYPE_CHECKING too)."""
+    """Return our modules that `name` imports anywhere (inside functions and TYPE_CHECKING too),
+    lazy imports by name included."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -55,6 +71,8 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
                 up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*up, base] if base else up)
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and (lazy := _lazy_target(node)) is not None:
+            targets = [lazy]
         for target in targets:
             parts = target.split(".")
             for size in range(len(parts), 0, -1):
@@ -139,6 +157,18 @@ def test_no_import_cycles() -> None:
         if node not in index:
             visit(node)
     assert cycles == []
+
+
+def test_lazy_imports_by_name_are_seen_and_resolve() -> None:
+    # The registry names its runners and renderers instead of importing them: the rules above must
+    # still see those names (registry -> runners/render, downwards), and every name must exist.
+    graph = _graph()
+    assert {"bot.runners.health", "bot.render.health", "commands.health"} <= graph["bot.registry"]
+    from bot.registry import COMMANDS
+
+    for spec in COMMANDS.values():
+        for part in ("usage", "run", "slack", "terminal", "execute", "tokenize", "role_for", "cost"):
+            assert getattr(spec, part) is not None or part in ("execute", "role_for", "cost"), (spec, part)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

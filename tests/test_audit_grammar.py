@@ -69,8 +69,59 @@ def test_a_network_with_host_bits_is_searched_as_its_network_and_says_so() -> No
 
 def test_request_id_matches_both_spellings() -> None:
     request_id = uuid.uuid4()
-    for typed in (request_id.hex, str(request_id), str(request_id).upper()):
-        assert query(["request", typed]).filter.request_ids == [request_id.hex, str(request_id)]
+    for typed in (request_id.hex, str(request_id)):
+        assert sorted(query(["request", typed]).filter.request_ids or []) == sorted(
+            [request_id.hex, str(request_id)]
+        )
+    # As typed first (the title shows it), then the spellings the platform writes.
+    upper = str(request_id).upper()
+    assert query(["request", upper]).filter.request_ids == [upper, request_id.hex, str(request_id)]
+
+
+# Request and trace ids as real platforms write them: any token of printable characters.
+REAL_IDS = [
+    "req-4242424",
+    "01ARZ3NDEKTSV4RRFFQ69G5FAV",  # ULID
+    "00f067aa0ba902b7",  # 16 hex (a span id, Datadog-style ids)
+    "4bf92f3577b34da6a3ce929d0e0e4736",  # 32 hex (W3C trace id)
+    "1-5759e988-bd862e3fe1be46a994272793",  # AWS X-Ray
+    "5f0c3c1e-9d1b-4c6e-8f3a-0d2b7e6a9c41",  # UUID
+    "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+    "abc",
+    "x",
+    "req_42%",  # LIKE wildcards mean themselves
+    "a.*b[c]+(d)?",  # so do regex metacharacters
+    "back\\slash",
+    "café-é",
+    "i" * 128,
+]
+
+
+@pytest.mark.parametrize("typed", REAL_IDS)
+def test_request_ids_as_platforms_write_them(typed: str) -> None:
+    request_ids = query(["request", typed]).filter.request_ids
+    assert request_ids is not None and request_ids[0] == typed
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("a b", "contains a space"),
+        ("a\u00a0b", "contains a space"),
+        ("req'1", "contains a quote (')"),
+        ('req"1', 'contains a quote (")'),
+        ("req`1", "contains a quote (`)"),
+        ("“req-1”", "contains a quote (“)"),
+        ("req\t1", "control or invisible character (U+0009)"),
+        ("req\x001", "control or invisible character (U+0000)"),
+        ("req\u200b1", "control or invisible character (ZERO WIDTH SPACE)"),
+        ("req\u202e1", "control or invisible character (RIGHT-TO-LEFT OVERRIDE)"),
+        ("i" * 129, "129 characters long, and an id has at most 128"),
+        ("   ", "a request id is empty"),
+    ],
+)
+def test_what_cannot_be_a_request_id_is_refused_by_name(typed: str, message: str) -> None:
+    assert message in refused(["request", typed])
 
 
 def test_the_other_forms_and_their_options() -> None:
@@ -169,9 +220,8 @@ def test_export_refusals(tokens: list[str], message: str) -> None:
         (["ip", "10.0.0.0/8/8"], "is not an IP address or CIDR network"),
         (["ip", "' OR 1=1 --"], "is not an IP address or CIDR network"),
         (["ip", "fe80::1%eth0"], "zone index"),
-        (["request", "abc"], "`abc` is not a request id"),
-        (["request", "'; DROP TABLE audit_log; --"], "is not a request id"),
-        (["request", "5f0c3c1e-9d1b-4c6e-8f3a-0d2b7e6a9c4"], "is not a request id"),
+        (["request", "a b"], "`a b` is not a request id: it contains a space"),
+        (["request", "'; DROP TABLE audit_log; --"], "is not a request id: it contains a quote"),
         (["mfa", "since=0m"], "since: a duration must be more than zero"),
         (["mfa", "since=31d"], "since: `31d` is longer than the maximum of 30d"),
         (["mfa", "since=1w"], "since: `1w` is not a duration"),
@@ -201,7 +251,7 @@ def spied() -> tuple[Services, SpyDatabase]:
 BAD = [
     ["ip", "10.0.0.300"],
     ["ip", "2001:db8::/200"],
-    ["request", "not-a-uuid"],
+    ["request", "not an id"],
     ["user", "123e4567-e89b-12d3-a456-42661417400"],
     ["security", "since=90d"],
     ["security", "limit=99999"],
@@ -244,18 +294,22 @@ def test_any_text_as_an_address_is_a_network_or_a_specific_error(text: str) -> N
 
 
 @settings(max_examples=300)
-@given(text=any_text)
-def test_any_text_as_a_request_id_is_a_uuid_or_a_specific_error(text: str) -> None:
+@given(text=any_text.filter(lambda text: not audit.KNOWN_OPTION.match(text)))
+def test_any_text_as_a_request_id_is_taken_verbatim_or_refused_by_name(text: str) -> None:
     try:
         parsed = query(["request", text])
     except UsageError as error:
-        assert any(
-            words in error.message
-            for words in ("is not a request id", "the request id", "needs a request id")
+        assert "is not a request id: it " in error.message or error.message == "a request id is empty"
+        stripped = text.strip()
+        assert (
+            not stripped
+            or len(stripped) > 128
+            or any(
+                not char.isprintable() or char.isspace() or char in "'\"`‘’“”„«»‚‛‟‹›" for char in stripped
+            )
         )
         return
-    assert parsed.filter.request_ids is not None
-    assert uuid.UUID(text.strip()).hex in parsed.filter.request_ids
+    assert parsed.filter.request_ids is not None and parsed.filter.request_ids[0] == text.strip()
 
 
 @settings(max_examples=300)

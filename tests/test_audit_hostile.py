@@ -172,9 +172,17 @@ async def test_hostile_text_matches_nothing_and_changes_nothing(
         )
         report = await _report(audit_db, ["user", text, "since=30d"])
         assert report.totals.events == expected == 0
-        for form in ("ip", "request"):
-            with pytest.raises(UsageError):
-                parse([form, text])
+        with pytest.raises(UsageError):
+            parse(["ip", text])
+        # A request id is any one token: hostile text is refused by name, or matched literally.
+        try:
+            by_request = parse(["request", text, "since=30d"])
+        except UsageError as error:
+            assert "is not a request id" in error.message or "a request id is empty" in error.message
+        else:
+            assert isinstance(by_request, audit.AuditQuery)
+            found = await audit.run(audit_db, by_request, 5.0)
+            assert isinstance(found, AuditReport) and found.totals.events == 0 and found.rows == []
         # An action name is letters, digits and _ (NULL is one); anything else is refused.
         try:
             exported = parse(["export", "csv", f"action={text}"])

@@ -17,10 +17,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from rich.console import Console
 
 from adapters.postgres import PostgresAdapter
 from commands import audit
 from commands.audit import AuditReport, AuditUnavailable, Breakdown, Limits, parse
+from commands.base import tokenize
 from sandbox.platform_db import BRUTE_FORCE_IPS, BRUTE_FORCE_USERNAME
 from tests.audit_fixtures import (  # noqa: F401  (fixtures are found by their names)
     KNOWN_REQUEST,
@@ -28,6 +30,7 @@ from tests.audit_fixtures import (  # noqa: F401  (fixtures are found by their n
     NETMASK_IP,
     audit_db_fixture,
     audit_dsn_fixture,
+    bare_dsn_fixture,
     empty_dsn_fixture,
     raw_fixture,
     stable,
@@ -88,13 +91,13 @@ async def select(conn: asyncpg.Connection, where: str, *args: Any) -> list[Event
     ]
 
 
-def totals_of(events: list[Event]) -> dict[str, Any]:
+def totals_of(events: list[Event], by_username: bool = False) -> dict[str, Any]:
     return {
         "events": len(events),
         "first_seen": min((e.timestamp for e in events), default=None),
         "last_seen": max((e.timestamp for e in events), default=None),
         "distinct_ips": len({e.ip for e in events if e.ip is not None}),
-        "distinct_users": len({e.who for e in events if e.who is not None}),
+        "distinct_users": len({e.username if by_username else e.who for e in events} - {None}),
     }
 
 
@@ -146,8 +149,11 @@ async def answer(db: PostgresAdapter, tokens: list[str]) -> AuditReport:
     return result
 
 
-def check_totals(report: AuditReport, events: list[Event]) -> None:
-    assert report.totals.model_dump() == totals_of(events)
+def check_totals(report: AuditReport, events: list[Event], by_username: bool = False) -> None:
+    """The totals are exact, and say so."""
+    figures = report.totals.model_dump(exclude={"estimated", "at_least", "users_are"})
+    assert figures == totals_of(events, by_username)
+    assert report.totals.estimated == report.totals.at_least == [] and report.estimate is None
 
 
 # ---------------------------------------------------------------- the forms
@@ -282,7 +288,9 @@ async def test_failed_logins_match_the_runbooks_query(
     events = await select(
         raw, "action = 'LOGIN' AND details->>'success' = 'false' AND timestamp > NOW() - INTERVAL '24 hours'"
     )
-    check_totals(report, events)
+    # The runbook counts failed logins by username: so does this form's total of users.
+    check_totals(report, events, by_username=True)
+    assert report.totals.users_are == "usernames"
     assert report.rows == []
 
 
@@ -409,7 +417,7 @@ async def test_indexes_are_listed_with_their_state(audit_db: PostgresAdapter, em
 
     listed = await indexes(audit_db, TIMEOUT)
     assert listed.checked and listed.missing == []
-    assert len(listed.statements) == 7
+    assert len(listed.statements) == 8
     for item in listed.statements:
         assert item.purpose.startswith("Serves: ")
         assert item.sql.startswith(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {item.name}")
@@ -419,16 +427,16 @@ async def test_indexes_are_listed_with_their_state(audit_db: PostgresAdapter, em
         missing = await indexes(empty, TIMEOUT)
     finally:
         await empty.aclose()
-    assert missing.checked and len(missing.missing) == 7
+    assert missing.checked and len(missing.missing) == 8
     assert missing.detail == f"database {empty.database} has no audit_log table"
 
 
 @pytest.mark.parametrize(
     ("tokens", "index"),
     [
-        (["user", BRUTE_FORCE_USERNAME], "audit_log_username_timestamp_idx"),
-        (["user", str(KNOWN_USER_ID)], "audit_log_user_id_timestamp_idx"),
-        (["ip", "2a03:b0c0::/32"], "audit_log_ip_address_timestamp_idx"),
+        (["user", BRUTE_FORCE_USERNAME], "audit_log_username_timestamp_covering_idx"),
+        (["user", str(KNOWN_USER_ID)], "audit_log_user_id_timestamp_covering_idx"),
+        (["ip", "2a03:b0c0::/32"], "audit_log_ip_address_timestamp_covering_idx"),
         (["request", str(KNOWN_REQUEST)], "audit_log_request_id_idx"),
         (["failed-logins"], "audit_log_failed_login_idx"),
     ],
@@ -447,3 +455,274 @@ async def test_each_form_can_use_its_index(audit_db: PostgresAdapter, tokens: li
             for row in await conn.fetch(f"EXPLAIN SELECT id FROM audit_log WHERE {where}", *params.values)
         )
     assert index in plan_text, plan_text
+
+
+# ---------------------------------------------------------------- request ids as platforms write them
+
+# Each id with a decoy a pattern would wrongly match (LIKE's `_` and `%`, a regex's `.*` and `[c]`).
+REQUEST_ID_SHAPES = [
+    ("req-4242424", "req-4242425"),
+    ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAW"),  # ULID
+    ("00f067aa0ba902b7", "00f067aa0ba902b8"),  # 16 hex
+    ("4bf92f3577b34da6a3ce929d0e0e4799", "4bf92f3577b34da6a3ce929d0e0e4798"),  # 32 hex
+    ("1-5759e988-bd862e3fe1be46a994272793", "1-5759e988-bd862e3fe1be46a994272794"),  # AWS X-Ray
+    ("req_1%", "reqX1-and-more"),
+    ("a.*b[c]", "aXYZbc"),
+    ("win\\req\\9", "win/req/9"),
+    ("café-é-42", "cafe-e-42"),
+]
+
+
+@pytest.mark.parametrize(("identifier", "decoy"), REQUEST_ID_SHAPES)
+async def test_request_ids_of_every_shape_match_exactly(
+    audit_db: PostgresAdapter, raw: asyncpg.Connection, identifier: str, decoy: str
+) -> None:
+    marker = uuid.uuid4()
+    try:
+        for value in (identifier, decoy, identifier + "-longer"):
+            await raw.execute(
+                "INSERT INTO audit_log (action, user_id, details) VALUES ('FILE_UPLOAD', $1, $2::jsonb)",
+                marker,
+                json.dumps({"request_id": value}),
+            )
+        report = await answer(audit_db, ["request", identifier])
+        assert [row.request_id for row in report.rows] == [identifier]
+        assert report.totals.events == 1 and report.description == f"request {identifier}"
+        # The export the answer offers asks for the same id.
+        request = parse(["request", identifier])
+        assert isinstance(request, audit.AuditQuery)
+        again = parse(tokenize(request.export_arguments()))
+        assert isinstance(again, audit.ExportRequest) and again.filter == request.filter
+    finally:
+        await raw.execute("DELETE FROM audit_log WHERE user_id = $1", marker)
+
+
+# ---------------------------------------------------------------- many rows: estimates, said so
+
+# A budget small enough that the seeded table takes the paths a 5-million-row table takes.
+SMALL = audit.Budget(exact_rows=40, sample_rows=300, index_rows=0)
+SMALL_WITH_INDEX_TOTALS = audit.Budget(exact_rows=40, sample_rows=300, index_rows=10**6)
+NARROW = audit.Budget(exact_rows=40, sample_rows=100, index_rows=10**6)
+
+
+async def answer_with(db: PostgresAdapter, tokens: list[str], budget: audit.Budget) -> AuditReport:
+    request = parse(tokens, Limits())
+    assert isinstance(request, audit.AuditQuery)
+    result = await audit.run(db, request, TIMEOUT, budget)
+    assert isinstance(result, AuditReport), result
+    return result
+
+
+def within(estimate: int, truth: int, tolerance: float) -> bool:
+    return abs(estimate - truth) <= tolerance * truth
+
+
+SECURITY = (
+    "action IN ('LOGIN', 'MFA_CHALLENGE_FAILED', 'RATE_LIMIT_EXCEEDED', 'PERMISSION_DENIED')"
+    " AND timestamp > NOW() - INTERVAL '3 days'"
+)
+
+
+async def test_many_rows_are_estimated_from_a_sample_and_say_so(
+    audit_db: PostgresAdapter, raw: asyncpg.Connection
+) -> None:
+    events, report = await stable(
+        lambda: select(raw, SECURITY), lambda: answer_with(audit_db, ["security", "since=3d"], SMALL)
+    )
+    truth = totals_of(events)
+    assert len(events) > 10 * SMALL.exact_rows
+    totals = report.totals
+    assert report.estimate is not None and 0 < report.estimate.fraction < 1
+    assert report.estimate.sample_rows > SMALL.sample_rows / 3
+    # Events are an estimate, and a close one; first and last seen stay exact.
+    assert "events" in totals.estimated and within(totals.events, truth["events"], 0.35)
+    assert (totals.first_seen, totals.last_seen) == (truth["first_seen"], truth["last_seen"])
+    # A distinct count is ≈ (close) or ≥ (a true lower bound), never both.
+    for name in ("distinct_ips", "distinct_users"):
+        assert (name in totals.estimated) != (name in totals.at_least)
+        if name in totals.at_least:
+            assert getattr(totals, name) <= truth[name]
+        else:
+            assert within(getattr(totals, name), truth[name], 0.35)
+    [by_action] = report.breakdowns
+    assert by_action.estimated
+    expected = groups_of(events, lambda e: (e.action,))
+    for group in by_action.groups:
+        if group.key != ["LOGIN (failed)"]:
+            assert within(group.events, expected[tuple(group.key)]["events"], 0.5), group
+    # The rows shown are exact: the newest of all matching rows, not of the sample.
+    assert [row.id for row in report.rows] == newest(events, 20)
+    assert report.omitted_estimated and report.omitted == totals.events - 20
+
+
+async def test_totals_stay_exact_from_the_index_while_breakdowns_are_sampled(
+    audit_db: PostgresAdapter, raw: asyncpg.Connection
+) -> None:
+    events, report = await stable(
+        lambda: select(raw, SECURITY),
+        lambda: answer_with(audit_db, ["security", "since=3d"], SMALL_WITH_INDEX_TOTALS),
+    )
+    check_totals_exact_but_sampled(report, events)
+    assert report.breakdowns[0].estimated
+
+
+def check_totals_exact_but_sampled(report: AuditReport, events: list[Event]) -> None:
+    assert report.totals.model_dump(exclude={"estimated", "at_least", "users_are"}) == totals_of(events)
+    assert report.totals.estimated == report.totals.at_least == []
+    assert report.estimate is not None and not report.omitted_estimated
+
+
+@pytest.mark.parametrize("budget", [SMALL, SMALL_WITH_INDEX_TOTALS], ids=["by time", "by id"])
+async def test_an_address_range_is_sampled_through_its_indexes(
+    audit_db: PostgresAdapter, raw: asyncpg.Connection, budget: audit.Budget
+) -> None:
+    """A wide range through the timestamp index in slices; one with exact totals, uniformly by id."""
+
+    async def inside() -> list[Event]:
+        return await select(raw, "ip_address <<= '0.0.0.0/0' AND timestamp > NOW() - INTERVAL '3 days'")
+
+    events, report = await stable(
+        inside, lambda: answer_with(audit_db, ["ip", "0.0.0.0/0", "since=3d"], budget)
+    )
+    assert report.estimate is not None
+    assert [row.id for row in report.rows] == newest(events, 20)
+    if budget.index_rows:
+        check_totals_exact_but_sampled(report, events)
+        assert report.estimate.method == "a uniform sample of the range's rows"
+    else:
+        assert report.totals.estimated[0] == "events"
+        assert within(report.totals.events, len(events), 0.35)
+        assert report.estimate.method == "rows in evenly spaced slices of time"
+    [by_user, by_action] = report.breakdowns
+    assert by_user.estimated and by_action.estimated
+    assert sum(group.events for group in by_action.groups) <= report.totals.events * 1.5
+
+
+async def test_failed_logins_count_every_user_exactly_even_when_sampled(
+    audit_db: PostgresAdapter, raw: asyncpg.Connection
+) -> None:
+    runbook = """
+        SELECT username, COUNT(*) as failed_attempts, array_agg(DISTINCT ip_address) as ips
+        FROM audit_log WHERE action = 'LOGIN' AND details->>'success' = 'false'
+          AND timestamp > NOW() - INTERVAL '3 days'
+        GROUP BY username HAVING COUNT(*) > 1 ORDER BY failed_attempts DESC, username"""
+    budget = audit.Budget(exact_rows=10, sample_rows=5, index_rows=0)
+    expected, report = await stable(
+        lambda: raw.fetch(runbook),
+        lambda: answer_with(audit_db, ["failed-logins", "min=1", "since=3d", "limit=200"], budget),
+    )
+    [users] = report.breakdowns
+    assert report.estimate is not None and not users.estimated
+    assert [(g.key[0], g.events) for g in users.groups] == [
+        (r["username"], r["failed_attempts"]) for r in expected
+    ]
+    assert users.total_groups == len(expected)
+    for group, record in zip(users.groups, expected, strict=True):
+        addresses = sorted(str(ip) for ip in record["ips"] if ip is not None)
+        assert group.distinct_ips == len(addresses)
+        assert set(group.ips) <= set(addresses) and len(group.ips) == min(5, len(addresses))
+    events = await select(
+        raw, "action = 'LOGIN' AND details->>'success' = 'false' AND timestamp > NOW() - INTERVAL '3 days'"
+    )
+    truth = totals_of(events, by_username=True)
+    totals = report.totals
+    assert (totals.events, totals.first_seen, totals.last_seen, totals.distinct_users) == (
+        truth["events"],
+        truth["first_seen"],
+        truth["last_seen"],
+        truth["distinct_users"],
+    )
+    # Only the addresses came from the sample.
+    assert totals.estimated + totals.at_least == ["distinct_ips"]
+    if totals.at_least:
+        assert totals.distinct_ips <= truth["distinct_ips"]
+
+
+# ---------------------------------------------------------------- without the reviewed indexes
+
+
+@pytest.mark.parametrize(
+    ("tokens", "where", "index"),
+    [
+        (
+            ["user", BRUTE_FORCE_USERNAME],
+            f"username = '{BRUTE_FORCE_USERNAME}' AND timestamp > NOW() - INTERVAL '24 hours'",
+            "audit_log_username_timestamp_covering_idx",
+        ),
+        (["security"], SECURITY.replace("3 days", "24 hours"), "audit_log_action_timestamp_covering_idx"),
+        (
+            ["ip", "192.168.1.0/24"],
+            "ip_address <<= '192.168.1.0/24' AND timestamp > NOW() - INTERVAL '24 hours'",
+            "audit_log_ip_address_timestamp_covering_idx",
+        ),
+    ],
+)
+async def test_without_its_index_a_form_reads_the_table_once_exactly_and_names_the_index(
+    bare_dsn: str, tokens: list[str], where: str, index: str
+) -> None:
+    from bot.render.audit import slack, terminal
+
+    db = PostgresAdapter("postgres", bare_dsn, timeout=5.0)
+    raw_bare = await asyncpg.connect(bare_dsn)
+    try:
+        events, report = await stable(
+            lambda: select(raw_bare, where), lambda: answer_with(db, tokens, audit.Budget())
+        )
+        # Many rows: one read still; counts and times exact, distinct counts and breakdowns from a
+        # uniform sample of what that read found.
+        many = await answer_with(db, tokens, NARROW)
+    finally:
+        await raw_bare.close()
+        await db.aclose()
+    assert events
+    check_totals(report, events)
+    assert report.missing_index == index and report.estimate is None
+    assert many.missing_index == index
+    if tokens == ["security"]:  # many more rows than the sample's size
+        assert len(events) > 2 * NARROW.sample_rows
+        assert many.estimate is not None and many.estimate.method == "a uniform sample of the matching rows"
+        assert all(breakdown.estimated for breakdown in many.breakdowns)
+        # Counts and times exact; distinct counts from the sample, said so.
+        assert "events" not in many.totals.estimated + many.totals.at_least
+        assert sorted(many.totals.estimated + many.totals.at_least) == ["distinct_ips", "distinct_users"]
+        assert many.totals.first_seen == report.totals.first_seen
+        assert many.totals.events == report.totals.events and many.omitted == report.omitted
+    assert [row.id for row in report.rows] == newest(events, 20)
+    reply = slack(report)
+    shown = json.dumps([block for message in [reply.main, *reply.thread] for block in message.blocks])
+    assert f"The index {index} is not in place" in shown and "/audit indexes" in shown
+    console = Console(record=True, width=200)
+    terminal(report, console)
+    assert f"The index {index} is not in place" in console.export_text()
+
+
+async def test_the_answer_marks_estimates_and_lower_bounds_in_slack_and_at_the_terminal(
+    audit_db: PostgresAdapter,
+) -> None:
+    from bot.render.audit import slack, summary_text, terminal
+
+    sampled = await answer_with(audit_db, ["security", "since=3d"], SMALL)
+    exact = await answer_with(audit_db, ["security", "since=3d"], audit.Budget())
+    for report, estimated in ((sampled, True), (exact, False)):
+        reply = slack(report)
+        blocks = json.dumps(
+            [block for message in [reply.main, *reply.thread] for block in message.blocks], ensure_ascii=False
+        )
+        console = Console(record=True, width=250)
+        terminal(report, console)
+        printed = console.export_text()
+        events = report.totals.events
+        for shown in (blocks, printed, summary_text(report)):
+            assert (f"≈{events:,}" in shown or "≈" in shown) == estimated
+        if estimated:
+            totals = report.totals
+            marks = {name: "≈" for name in totals.estimated} | {name: "≥" for name in totals.at_least}
+            ips = totals.distinct_ips if marks["distinct_ips"] == "≥" else None
+            line = printed.splitlines()[1]
+            assert line.startswith("≈") and " events · " in line
+            assert (f"≥{ips:,} IPs" in line) if ips is not None else ("≈" in line.split(" · ")[2])
+            assert "estimated from a sample" in printed and "estimated from a sample" in blocks
+            assert f"from a sample of {report.estimate.sample_rows:,} matching rows" in printed  # type: ignore[union-attr]
+            assert "the rows listed are exact" in blocks
+        else:
+            assert "≥" not in printed and "estimated" not in printed

@@ -257,6 +257,6 @@ async def test_indexes_are_posted_with_the_file(fake_slack: FakeSlack, audit_dsn
         assert (await post_command(url, "indexes")).status_code == 200
         complete = await fake_slack.wait_for_call_async("files.completeUploadExternal", timeout=20)
     [main] = fake_slack.calls_to("chat.postMessage")
-    assert "7 of 7 in place" in joined(main.params["blocks"])
+    assert "8 of 8 in place" in joined(main.params["blocks"])
     uploaded = fake_slack.files[complete.params["files"][0]["id"]]
     assert uploaded.content is not None and b"CREATE INDEX CONCURRENTLY IF NOT EXISTS" in uploaded.content

@@ -182,3 +182,59 @@ async def test_a_missing_source_is_named_and_the_rest_still_answered(sandbox: Sa
     blind = await what_changed(down, checklist, [("http_5xx_ratio", "warn")], [("the bot", bot)], timeout=1.0)
     assert blind.changes == [deploy] and blind.onsets == []
     assert any(problem.startswith("the onset of") and "Prometheus" in problem for problem in blind.problems)
+
+
+# --- the window the onsets are read over ---------------------------------------------------------------
+
+
+class RecordingPrometheus:
+    """Answers every range query with a series breached from its 30th point on; records the asks."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float, float, float]] = []
+
+    async def query_range(
+        self, promql: str, start: float, end: float, step: float, timeout: float | None = None
+    ) -> RangeResult:
+        self.asked.append((promql, start, end, step))
+        count = round((end - start) / step) + 1
+        points = [(start + index * step, 0.002 if index < count - 3 else 0.2) for index in range(count)]
+        return RangeResult(series=[RangeSeries(labels={}, points=points)])
+
+
+async def test_onsets_are_read_over_the_triages_window_up_to_now_itself() -> None:
+    prometheus = RecordingPrometheus()
+    now = NOW + timedelta(seconds=7)  # not on a step of the clock
+    report = await what_changed(
+        prometheus,  # type: ignore[arg-type]
+        load_checklist(None),
+        [("http_5xx_ratio", "critical")],
+        [],
+        since=timedelta(seconds=100),  # not a whole number of steps
+        now=now,
+        window=timedelta(minutes=1),
+    )
+    [(promql, start, end, step)] = prometheus.asked
+    assert "[1m]" in promql and "[5m]" not in promql
+    # The last point is now, as the triage saw it; a point every step back from it.
+    assert end == now.timestamp() and step == 15 and (end - start) % step == 0
+    assert start <= (now - timedelta(seconds=100)).timestamp()
+    [onset] = report.onsets
+    assert onset.at == now - timedelta(seconds=30)
+    # Without a window: the checklist's.
+    await what_changed(
+        prometheus,
+        load_checklist(None),
+        [("http_5xx_ratio", "critical")],
+        [],
+        now=now,  # type: ignore[arg-type]
+    )
+    assert "[5m]" in prometheus.asked[-1][0]
+
+
+async def test_onsets_a_dead_prometheus_hid_are_named_once_per_reason() -> None:
+    down = PrometheusAdapter("http://127.0.0.1:9", 1.0)
+    checks = [("http_5xx_ratio", "critical"), ("http_p95_latency", "warn")]
+    report = await what_changed(down, load_checklist(None), checks, [], timeout=1.0)  # type: ignore[arg-type]
+    [problem] = report.problems
+    assert problem.startswith("the onsets of 5xx error ratio, P95 latency are unknown: Prometheus: ")

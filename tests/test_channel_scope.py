@@ -355,9 +355,10 @@ async def test_a_prune_with_options_first_is_refused_to_a_responder(fake_slack: 
             {"action": "commander", "text": "<@U0ABCDEF1>", "incident_id": 3},
         ),
         ("inc=3 timeline inc=3", {"action": "timeline", "incident_id": 3}),
-        # Free text keeps what looks like an option: it is what was typed.
-        ("update inc=3", {"action": "update", "text": "inc=3", "incident_id": None}),
-        ("resolve inc=3", {"action": "resolve", "text": "inc=3", "incident_id": None}),
+        # An option of the action counts wherever it stands, in free text too; quoted, it is text.
+        ("update inc=3 rolling back", {"action": "update", "text": "rolling back", "incident_id": 3}),
+        ("resolve rolled back inc=3", {"action": "resolve", "text": "rolled back", "incident_id": 3}),
+        ('update "inc=3"', {"action": "update", "text": "inc=3", "incident_id": None}),
     ],
 )
 def test_options_may_follow_an_action_without_free_text(text: str, expected: dict[str, Any]) -> None:

@@ -324,10 +324,9 @@ async def test_record_never_raises_when_the_state_database_is_down() -> None:
             ["update graph=yes error rate back under 1 %"],
             {"text": "error rate back under 1 %", "graph": True},
         ),
-        (
-            ["update the graph=yes flag is text here"],
-            {"text": "the graph=yes flag is text here", "graph": False},
-        ),
+        # An option of the action counts wherever it stands; quoted, it is text.
+        (["update the graph=yes flag is back"], {"text": "the flag is back", "graph": True}),
+        (['update "the graph=yes flag" is text here'], {"text": '"the graph=yes flag" is text here'}),
         (["inc=#12 note x=y is text"], {"action": "note", "text": "x=y is text", "incident_id": 12}),
         (["channel=C0ABC123 sev 2"], {"action": "sev", "severity": "P2", "channel_id": "C0ABC123"}),
         (["resolve"], {"action": "resolve", "text": ""}),
@@ -354,6 +353,7 @@ def test_the_terminal_declares_and_shows_the_timeline(fake_slack: FakeSlack) -> 
         **os.environ,
         "CHATOPS_STATE_DATABASE_URL": dsn,
         "CHATOPS_INCIDENT_CHANNEL": CHANNEL,
+        "CHATOPS_INCIDENT_WORKSPACE": "in-place",
         "CHATOPS_CLI_USER": USER,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "CHATOPS_SLACK_API_URL": fake_slack.url,

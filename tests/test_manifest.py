@@ -37,8 +37,10 @@ PRODUCT_COMMANDS = {
 
 # Neither manifest schema enumerates scopes (bot scopes are any string of up to 50 characters).
 # The closest published list is the OpenAPI description's oauth2 scopes, which predates Slack's
-# granular bot scopes; these three are newer and are documented at docs.slack.dev/reference/scopes.
-GRANULAR_SCOPES_NEWER_THAN_SPEC = {"commands", "chat:write.public", "files:write"}
+# granular bot scopes; these are newer and are documented at docs.slack.dev/reference/scopes
+# (bookmarks:write: docs.slack.dev/reference/scopes/bookmarks.write, the scope of bookmarks.add and
+# bookmarks.edit, docs.slack.dev/reference/methods/bookmarks.add, "Scopes: bookmarks:write").
+GRANULAR_SCOPES_NEWER_THAN_SPEC = {"commands", "chat:write.public", "files:write", "bookmarks:write"}
 
 
 def _refuse_retrieval(uri: str) -> Resource[Any]:
@@ -203,3 +205,23 @@ def test_validator_never_fetches_remote_schemas() -> None:
     validator = jsonschema.Draft7Validator(schema, registry=Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
     with pytest.raises(Unresolvable):
         validator.validate({})
+
+
+def test_manifest_declares_the_incident_workspace() -> None:
+    # What the incident workspace needs (issue 18): the Home tab and the event that publishes it,
+    # and the scopes of the calls it makes (conversations.create / invite, bookmarks.add / edit).
+    manifest = load_manifest()
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert "app_home_opened" in manifest["settings"]["event_subscriptions"]["bot_events"]
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"channels:manage", "groups:write", "bookmarks:write", "usergroups:read", "users:read"} <= scopes
+    # Socket Mode: events come over the socket, so no request URL is declared for them either.
+    assert "request_url" not in manifest["settings"]["event_subscriptions"]
+
+
+def test_an_event_subscription_with_a_bad_url_fails_validation() -> None:
+    manifest = copy.deepcopy(load_manifest())
+    manifest["settings"]["event_subscriptions"]["request_url"] = "ftp://example.com/events"
+    assert manifest_errors(manifest)
+    manifest["settings"]["event_subscriptions"] = {"bot_events": ["app_home_opened"], "user_events": 3}
+    assert manifest_errors(manifest)

@@ -24,6 +24,7 @@ import io
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import pyotp
 import pytest
 from rich.console import Console
 
+from adapters.followup_store import Followup
 from adapters.incident_store import TimelineEvent
 from bot.cli.gate import run_gate_command
 from bot.cli.main import run_command
@@ -49,6 +51,7 @@ from bot.render.gate import (
     terminal_execution,
     terminal_plan,
 )
+from bot.render.incident_workspace import channel_link_message, resolution_message
 from bot.render.mfa import enroll_modal, enrollment_message, reset_modal
 from bot.render.steps import StepBars
 from bot.runtime import Runtime
@@ -59,6 +62,7 @@ from commands.base import CommandResult
 from commands.destructive import Execution, Step
 from commands.health import Check, HealthReport
 from commands.incident import Contact, IncidentResult
+from commands.incident_stats import compute
 from commands.rca import RcaResult
 from commands.restore import BackupList
 from commands.triage import Finding, Scan
@@ -286,9 +290,69 @@ def incident_asked() -> CommandResult:
     )
 
 
+def incident_role() -> CommandResult:
+    incident = built.incident_record("").model_copy(update={"comms_lead": ADMIN})
+    change = {"from": ALICE, "to": ADMIN, "role": "comms"}
+    return IncidentResult(
+        outcome="role",
+        role="comms",
+        incident=incident,
+        event=event("role", f"Communications lead <@{ALICE}> → <@{ADMIN}>", **change),
+        as_of=built.NOW,
+    )
+
+
+def incident_own_channel() -> CommandResult:
+    incident = built.incident_record("").model_copy(
+        update={"channel_id": "C0OWN00001", "channel_name": "inc-7-x"}
+    )
+    return IncidentResult(
+        outcome="declared",
+        incident=incident,
+        event=event("declared", "Declared: Checkout returns 5xx (P1)"),
+        as_of=built.NOW,
+        slack_problems=["could not invite U0GONE0001 (cant_invite)"],
+    )
+
+
+def incident_stats() -> CommandResult:
+    records = [
+        built.incident_record("").model_copy(
+            update={
+                "id": number,
+                "severity": severity,
+                "acknowledged_at": built.NOW - timedelta(minutes=50),
+                "resolved_at": built.NOW - timedelta(minutes=5) if number % 2 else None,
+                "status": "resolved" if number % 2 else "open",
+            }
+        )
+        for number, severity in enumerate(("P1", "P1", "P2", "P4"), start=1)
+    ]
+    stats = compute(records, timedelta(days=90), built.NOW)
+    return IncidentResult(outcome="stats", stats=stats, as_of=built.NOW, png=b"\x89PNG")
+
+
 def incident_contacts() -> CommandResult:
     contacts = [Contact(role="DevOps Lead", area="Infra & DB", contact="devops@3dpot.com")]
     return IncidentResult(outcome="contacts", contacts=contacts, as_of=built.NOW)
+
+
+def rca_with_followups() -> CommandResult:
+    result = rca("filed")()
+    assert isinstance(result, RcaResult)
+    followup = Followup(
+        id=1,
+        incident_id=7,
+        text=TYPED,
+        owner=ALICE,
+        created_by=ALICE,
+        created_at=built.NOW,
+        issue_number=2,
+        issue_url="https://github.com/acme/3dpot/issues/2",
+        issue_state="open",
+    )
+    problem = "follow-up 2 (page the DBA): GitHub said forbidden: Resource not accessible"
+    return result.model_copy(update={"followups": [followup], "followup_problems": [problem]})
 
 
 def rca(outcome: str, preview_only: bool = False) -> Callable[[], CommandResult]:
@@ -378,6 +442,11 @@ RESULTS: dict[str, dict[str, Callable[[], CommandResult]]] = {
         "asked": incident_asked,
         "timeline": incident_timeline,
         "contacts": incident_contacts,
+        "role": incident_role,
+        "followup": incident_done("followup", "followup", f"Follow-up: {TYPED}"),
+        "form": incident_done("form", "update", TYPED),
+        "declared-own-channel": incident_own_channel,
+        "stats": incident_stats,
     },
     "rca": {
         "drafted": rca("drafted"),
@@ -386,6 +455,7 @@ RESULTS: dict[str, dict[str, Callable[[], CommandResult]]] = {
         "not-filed": rca("not_filed"),
         "filed": rca("filed"),
         "updated": rca("updated"),
+        "filed-followups": rca_with_followups,
     },
 }
 # Registered by some tests (a destructive command for the gate's tests), not a command of the bot.
@@ -559,6 +629,12 @@ def test_the_gates_slack_messages_show_no_terminal_markup() -> None:
         built.header(""),
         *(built.thread_event(field) for field in built.TIMELINE),
         built.preview(""),
+        built.announcement(""),
+        built.reminder(""),
+        built.modal_of_update(""),
+        built.home(""),
+        channel_link_message(built.incident_record("")),
+        resolution_message(built.incident_record("", status="resolved"), built.NOW),
     ]
     for message in messages:
         assert_no_terminal_markup(message)

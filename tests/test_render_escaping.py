@@ -9,6 +9,7 @@ nothing may be escaped twice. Plain-text objects (headers, buttons) are shown as
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from adapters.followup_store import Followup
 from adapters.incident_store import AlertMessage, Incident, RcaDraft, TimelineEvent
 from bot.gate.gate import Approval
 from bot.registry import COMMANDS
@@ -32,7 +34,15 @@ from bot.render.gate import (
     plan_message,
     progress_message,
 )
+from bot.render.home import HealthSeen, HomeData, home_view
 from bot.render.incident import event_message, header_message
+from bot.render.incident_workspace import (
+    announcement_message,
+    channel_link_message,
+    reminder_message,
+    resolution_message,
+    update_modal,
+)
 from bot.render.rca import preview_message
 from bot.render.triage import TriageWithGraph
 from commands import rca
@@ -466,6 +476,9 @@ def incident_record(field: str, status: str = "open") -> Incident:
         last_update=pick(field, "last_update", "rolling back"),
         last_update_at=NOW,
         header_ts="1.2",
+        comms_lead=pick(field, "comms_lead", ALICE),
+        scribe=pick(field, "scribe", ALICE),
+        origin_channel_id="C0DECLARED",
     )
 
 
@@ -485,6 +498,18 @@ TIMELINE: dict[str, TimelineEvent] = {
     ),
     "actor": event("note", "checked the pool", actor=HOSTILE),
     "recorded": event("/health", f"Health: down — {escape(HOSTILE)}"),
+    "role_change": event(
+        "role",
+        f"Communications lead <@{ALICE}> → {HOSTILE}",
+        **{"from": ALICE, "to": HOSTILE, "role": "comms"},
+    ),
+    "followup": event("followup", f"Follow-up: {HOSTILE}", owner=ALICE),
+    "followup_owner": event("followup", "Follow-up: add smoke tests", owner=HOSTILE),
+    "tactical": event(
+        "update",
+        f"Conditions: {HOSTILE}",
+        tactical={"conditions": HOSTILE, "actions": "rolling back", "needs": ""},
+    ),
 }
 
 
@@ -509,23 +534,28 @@ def incident_result(field: str) -> CommandResult:
             pending_severity="P3",
             as_of=NOW,
         )
-    outcome = "commander" if field == "commander" else "noted"
+    outcome = {"commander": "commander", "comms_lead": "role", "scribe": "role"}.get(field, "noted")
+    role = {"comms_lead": "comms", "scribe": "scribe"}.get(field)
     return IncidentResult(
-        outcome=outcome,
+        outcome=outcome,  # type: ignore[arg-type]
         incident=incident_record(field),
+        role=role,  # type: ignore[arg-type]
         as_of=NOW,
         slack_problems=[pick(field, "slack_problem", "could not pin the header: not_pinnable")],
     )
 
 
 def rca_result(field: str) -> CommandResult:
-    outcome = {"filing_error": "not_filed", "issue_url": "filed"}.get(field, "drafted")
+    outcome = {"filing_error": "not_filed", "issue_url": "filed", "followup_problem": "filed"}.get(
+        field, "drafted"
+    )
     return RcaResult(
         outcome=outcome,  # type: ignore[arg-type]
         incident=incident_record("title" if field == "title" else ""),
         draft=draft(field),
         filing_error=pick(field, "filing_error", "") or None,
         slack_problems=[pick(field, "slack_problem", "could not post the preview: not_in_channel")],
+        followup_problems=[pick(field, "followup_problem", "follow-up 1: GitHub said forbidden")],
     )
 
 
@@ -540,7 +570,20 @@ def draft(field: str) -> RcaDraft:
     ]
     names = {ALICE: pick(field, "name", "Alice")}
     graphs = [GraphLink(title=pick(field, "graph_title", "Key metrics"), url="https://grafana.example/d/1")]
-    context = rca.build_context(incident, events, now=NOW, names=names, latest_backup_at=None, graphs=graphs)
+    followup = Followup(
+        id=1,
+        incident_id=7,
+        text=pick(field, "followup", "add smoke tests"),
+        owner=pick(field, "followup_owner", ALICE),
+        created_by=ALICE,
+        created_at=NOW,
+        issue_number=2,
+        issue_url="https://github.com/acme/3dpot/issues/2",
+        issue_state="open",
+    )
+    context = rca.build_context(
+        incident, events, now=NOW, names=names, latest_backup_at=None, graphs=graphs, followups=[followup]
+    )
     body = rca.render(TEMPLATES, "en", context, names)
     filed = field == "issue_url"
     return RcaDraft(
@@ -608,6 +651,36 @@ def header(field: str) -> Message:
 
 def thread_event(field: str) -> Message:
     return event_message(incident_record(""), TIMELINE[field])
+
+
+def announcement(field: str) -> Message:
+    status = "resolved" if field == "summary" else "open"
+    return announcement_message(incident_record(field, status=status), NOW)
+
+
+def reminder(field: str) -> Message:
+    return reminder_message(incident_record(field), "30m", "35 min")
+
+
+def modal_of_update(field: str) -> Message:
+    view = update_modal(incident_record(field), "C0INCIDENT")
+    return Message(text="", blocks=view["blocks"])
+
+
+def home(field: str) -> Message:
+    data = HomeData(
+        user_id=ALICE,
+        now=NOW,
+        incidents=[incident_record(field)],
+        # Waiting for a second approval: the requester is named.
+        plans=[dataclasses.replace(approval(field), status="awaiting_second")],
+        health=HealthSeen(
+            verdict=pick(field, "verdict", "healthy"), at=NOW, user_id=pick(field, "ran_by", ALICE)
+        ),
+        problems=[pick(field, "problem", "")] if field == "problem" else [],
+    )
+    view = home_view(data)
+    return Message(text="", blocks=view["blocks"])
 
 
 def plan(field: str) -> Plan:
@@ -805,19 +878,31 @@ CASES = [
             "asked.title",
             "asked.commander",
             "commander",
+            "comms_lead",
+            "scribe",
             "slack_problem",
         ),
         command("incident", incident_result),
     ),
     Case(
         "rca",
-        ("filing_error", "slack_problem", "issue_url"),
+        ("filing_error", "slack_problem", "issue_url", "followup_problem"),
         command("rca", rca_result),
         dropped=("issue_url",),
     ),
     Case(
         "rca-preview",
-        ("title", "note", "update", "recorded", "name", "graph_title", "issue_url"),
+        (
+            "title",
+            "note",
+            "update",
+            "recorded",
+            "name",
+            "graph_title",
+            "issue_url",
+            "followup",
+            "followup_owner",
+        ),
         only(preview),
         dropped=("issue_url",),
     ),
@@ -840,8 +925,30 @@ CASES = [
     ),
     Case(
         "incident-header",
-        ("title", "commander", "declared_by", "last_update", "summary", "contact"),
+        ("title", "commander", "comms_lead", "scribe", "declared_by", "last_update", "summary", "contact"),
         only(header),
+    ),
+    Case(
+        "incident-announcement",
+        ("title", "commander", "comms_lead", "last_update", "summary"),
+        only(announcement),
+    ),
+    Case(
+        "incident-link",
+        ("title", "declared_by", "commander"),
+        only(lambda field: channel_link_message(incident_record(field))),
+    ),
+    Case(
+        "incident-resolution",
+        ("title", "summary"),
+        only(lambda field: resolution_message(incident_record(field, status="resolved"), NOW)),
+    ),
+    Case("incident-reminder", ("title", "commander"), only(reminder)),
+    Case("incident-update-form", ("title",), only(modal_of_update)),
+    Case(
+        "home",
+        ("title", "commander", "requester", "verdict", "ran_by", "problem"),
+        only(home),
     ),
     Case("incident-event", tuple(TIMELINE), only(thread_event)),
     Case(

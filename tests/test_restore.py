@@ -144,7 +144,7 @@ async def test_a_db_only_restore_leaves_the_buckets_alone(plat: Platform) -> Non
     assert result.succeeded, result.state
     assert ("restore objects", "skipped") in step_names(published)
     assert await asyncio.to_thread(bucket_fingerprint, plat.settings, PLATFORM_BUCKET) == objects_changed
-    assert result.way_back.endswith("--type db")
+    assert result.way_back.endswith("type=db")
     async with plat.services.platform_db.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'AFTER_BACKUP'") == 0
 

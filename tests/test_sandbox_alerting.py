@@ -40,7 +40,7 @@ from sandbox.backend import faults_from_env
 from sandbox.component import Paths
 from sandbox.images import PASSES_HEALTH_ENV, _dockerfile
 from sandbox.manager import SandboxStatus
-from sandbox.prometheus import RULES_SOURCE, _prometheus_config, _write_rules, sandbox_rules
+from sandbox.prometheus import RULES_SOURCE, _prometheus_config, _write_rules, rule_rate_window, sandbox_rules
 from tests.conftest import make_settings
 from tests.netutil import free_port
 
@@ -96,19 +96,29 @@ def test_generated_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
     assert webhook["http_config"]["authorization"] == {"type": "Bearer", "credentials": 'it\'s: a "token"'}
 
 
-def test_the_sandbox_copy_of_the_rules_changes_only_their_for(tmp_path: Path) -> None:
+def test_the_sandbox_copy_of_the_rules_changes_only_their_for_and_rate_windows(tmp_path: Path) -> None:
     production = RULES_SOURCE.read_text()
-    copy = sandbox_rules(make_settings(sandbox_alert_for="15s"))
+    copy = sandbox_rules(make_settings(sandbox_alert_for="15s", sandbox_alert_rate_window=""))
     assert without_for(copy) == without_for(production)
     durations = {rule["for"] for group in yaml.safe_load(copy)["groups"] for rule in group["rules"]}
     assert durations == {"15s"}
     assert "every `for:` set to 15s (there: 2m, 5m)" in copy.splitlines()[0]
-    # Empty: the rules' own durations.
-    assert yaml.safe_load(sandbox_rules(make_settings(sandbox_alert_for=""))) == yaml.safe_load(production)
-    written = tmp_path / "alerts.yml"
-    written.write_text(copy)
-    checked = run(tool("promtool"), "check", "rules", str(written))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Empty: the rules' own durations and windows.
+    unchanged = make_settings(sandbox_alert_for="", sandbox_alert_rate_window="")
+    assert yaml.safe_load(sandbox_rules(unchanged)) == yaml.safe_load(production)
+    # The rate windows: every range of every expression, and nothing else.
+    shorter = sandbox_rules(make_settings(sandbox_alert_for="", sandbox_alert_rate_window="1m"))
+    assert "every rate's window set to 1m (there: 5m)" in shorter.splitlines()[0]
+    expressions = [rule["expr"] for group in yaml.safe_load(shorter)["groups"] for rule in group["rules"]]
+    assert all("[1m]" in expression and "[5m]" not in expression for expression in expressions)
+    assert shorter.split("\n", 1)[1].replace("[1m]", "[5m]") == production
+    assert rule_rate_window(make_settings(sandbox_alert_rate_window="1m30s")) == 90
+    assert rule_rate_window(make_settings(sandbox_alert_rate_window="")) == 300
+    for number, text in enumerate((copy, shorter, sandbox_rules(make_settings()))):
+        written = tmp_path / f"alerts-{number}.yml"
+        written.write_text(text)
+        checked = run(tool("promtool"), "check", "rules", str(written))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_without_a_token_alertmanager_sends_none_and_the_webhook_follows_the_bot() -> None:

@@ -638,7 +638,7 @@ def test_join_invite_create_archive_change_membership(client: WebClient) -> None
         with pytest.raises(SlackApiError, match="is_archived"):
             slack.chat_postMessage(channel=created["id"], text="x")
         assert fake.violations == []
-    # The bot's own app (app.yaml) has neither channels:join nor channels:manage.
+    # The bot's own app (app.yaml) creates incident channels (channels:manage), never joins one.
     with pytest.raises(SlackApiError, match="missing_scope"):
         client.conversations_join(channel="C0PUBLIC01")
 

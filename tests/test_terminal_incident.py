@@ -34,7 +34,12 @@ class Terminal:
     def __init__(self, database: str, **env: str) -> None:
         self.dsn = asyncio.run(recreate_database(database))
         base = {key: value for key, value in os.environ.items() if key not in _CLEARED}
-        self.env = base | {"CHATOPS_STATE_DATABASE_URL": self.dsn, **env}
+        # The incident stays in the channel it is declared in (its own channel: test_incident_workspace).
+        self.env = base | {
+            "CHATOPS_STATE_DATABASE_URL": self.dsn,
+            "CHATOPS_INCIDENT_WORKSPACE": "in-place",
+            **env,
+        }
 
     def __call__(self, *args: str, **more: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

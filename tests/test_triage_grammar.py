@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from commands.triage import (
     TriageArgs,
     TriageCommand,
     parse,
+    parse_trace_id,
     unparse,
 )
 from commands.triage_checklist import (
@@ -45,8 +47,20 @@ durations = st.builds(
     st.sampled_from(["minutes", "hours"]),
 )
 windows = st.one_of(st.none(), durations, st.integers(10, 3600).map(lambda s: timedelta(seconds=s)))
-trace_ids = st.text(HEX, min_size=32, max_size=32).filter(lambda text: set(text) != {"0"})
-request_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{7,40}\Z")
+# Ids as platforms write them: any token of printable characters but spaces and quotes (one that
+# reads as an option, `name=value`, is an option).
+_ID_CHARS = st.characters(
+    blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"),
+    blacklist_characters="'\"`‘’‚‛“”„‟‹›«»",
+)
+any_ids = st.text(_ID_CHARS, min_size=1, max_size=40).filter(
+    lambda text: not re.match(r"^(--)?[a-z][a-z0-9_-]*=", text)
+)
+trace_ids = st.one_of(
+    st.text(HEX, min_size=32, max_size=32).filter(lambda text: set(text) != {"0"}),
+    any_ids.filter(lambda text: parse_trace_id(text) == text),
+)
+request_ids = any_ids
 paths = st.from_regex(r"\A/[a-z0-9/_.-]{0,30}\Z")
 commands: st.SearchStrategy[TriageCommand] = st.one_of(
     st.builds(TriageArgs, window=windows),
@@ -82,21 +96,69 @@ def test_any_tokens_either_parse_or_give_a_usage_error(tokens: list[str]) -> Non
         assert error.usage == USAGE
 
 
-@given(
-    st.text(max_size=80).filter(lambda text: not (len(text.strip()) == 32 and set(text.strip()) <= set(HEX)))
+@given(st.text(max_size=200).filter(lambda text: not re.match(r"^\s*(--)?[a-z][a-z0-9_-]*=", text)))
+def test_any_text_is_an_id_or_refused_naming_why(text: str) -> None:
+    for kind in ("trace", "request"):
+        try:
+            parsed = parse([kind, text])
+        except UsageError as error:
+            assert (error.message.startswith("`") and f"is not a {kind} id: " in error.message) or (
+                error.message == f"a {kind} id is empty"
+            )
+            continue
+        assert isinstance(parsed, LookupArgs) and parsed.kind == kind
+        assert 0 < len(parsed.id) <= 128 and not any(char.isspace() for char in parsed.id)
+
+
+# As platforms write them; a header gives the trace id it carries.
+ACCEPTED = [
+    ("request", "req-4242424", "req-4242424"),
+    ("request", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),  # ULID
+    ("request", "5f0c3c1e-9d1b-4c6e-8f3a-0d2b7e6a9c41", "5f0c3c1e-9d1b-4c6e-8f3a-0d2b7e6a9c41"),
+    ("request", "x", "x"),
+    ("request", "req_1%", "req_1%"),
+    ("request", " a.*b ", "a.*b"),
+    ("trace", "1-5759e988-bd862e3fe1be46a994272793", "1-5759e988-bd862e3fe1be46a994272793"),  # X-Ray
+    ("trace", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+     "1-5759e988-bd862e3fe1be46a994272793"),
+    ("trace", "00f067aa0ba902b7", "00f067aa0ba902b7"),  # 16 hex
+    ("trace", "4BF92F3577B34DA6A3CE929D0E0E4736", "4bf92f3577b34da6a3ce929d0e0e4736"),  # W3C: lower case
+    ("trace", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"),
+    ("trace", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+    ("trace", "t" * 128, "t" * 128),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "typed", "id_"), ACCEPTED)
+def test_ids_as_platforms_write_them(kind: str, typed: str, id_: str) -> None:
+    assert parse([kind, typed]) == LookupArgs(kind=kind, id=id_)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("typed", "why"),
+    [
+        ("a b", "it contains a space, and an id is one word"),
+        ("a\u3000b", "it contains a space"),
+        ("ab'c", "it contains a quote (')"),
+        ('ab"c', 'it contains a quote (")'),
+        ("ab`c", "it contains a quote (`)"),
+        ("„abc“", "it contains a quote („)"),
+        ("ab\nc", "it contains a control or invisible character (U+000A)"),
+        ("ab\x7fc", "it contains a control or invisible character (U+007F)"),
+        ("ab\u2066c", "it contains a control or invisible character (LEFT-TO-RIGHT ISOLATE)"),
+        ("x" * 129, "it is 129 characters long, and an id has at most 128"),
+    ],
 )
-def test_a_malformed_trace_id_is_named_as_such(text: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        parse(["trace", text])
-    assert "trace id" in caught.value.message
+def test_what_cannot_be_an_id_is_refused_naming_why(typed: str, why: str) -> None:
+    for kind in ("trace", "request"):
+        with pytest.raises(UsageError) as caught:
+            parse([kind, typed])
+        assert f"is not a {kind} id: {why}" in caught.value.message
+        assert caught.value.usage == USAGE
 
 
-def test_trace_ids_are_normalised_and_traceparent_is_accepted() -> None:
-    trace = "4BF92F3577B34DA6A3CE929D0E0E4736"
-    assert parse(["trace", trace]) == LookupArgs(kind="trace", id=trace.lower())
-    header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    assert parse(["trace", header]) == LookupArgs(kind="trace", id=trace.lower())
-    with pytest.raises(UsageError, match="not all zero"):
+def test_the_all_zero_trace_id_is_refused() -> None:
+    with pytest.raises(UsageError, match="W3C calls the all-zero trace id invalid"):
         parse(["trace", "0" * 32])
 
 
@@ -109,10 +171,10 @@ def test_trace_ids_are_normalised_and_traceparent_is_accepted() -> None:
         (["window=5s"], "shorter than the minimum of 10s"),
         (["window=2d"], "longer than the maximum of 1d"),
         (["trace"], "missing trace id"),
-        (["trace", "abc"], "`abc` is not a trace id"),
+        (["trace", "ab'c"], "`ab'c` is not a trace id: it contains a quote"),
         (["trace", "4bf92f3577b34da6a3ce929d0e0e4736", "extra"], "unexpected argument `extra`"),
         (["request", "a b"], "is not a request id"),
-        (["request", "short"], "is not a request id"),
+        (["request", "r" * 200], "is not a request id: it is 200 characters long"),
         (["logs", "loud"], "`loud` is neither a level"),
         (["logs", "error", "warning"], "level given twice"),
         (["logs", "/a", "/b"], "path given twice"),
@@ -150,16 +212,16 @@ def test_cli_bad_subcommand_and_trace_exit_2_with_usage() -> None:
         [sys.executable, "-m", "bot", "triage", "bogus"], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert bad.returncode == 2
-    assert "unknown subcommand `bogus`" in bad.stderr and "usage: /triage" in bad.stderr
+    assert "unknown subcommand `bogus`" in bad.stderr and "usage: chatops triage" in bad.stderr
     trace = subprocess.run(
-        [sys.executable, "-m", "bot", "triage", "trace", "xyz"],
+        [sys.executable, "-m", "bot", "triage", "trace", "x y"],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=60,
     )
     assert trace.returncode == 2
-    assert "`xyz` is not a trace id" in trace.stderr
+    assert "`x y` is not a trace id: it contains a space" in trace.stderr
 
 
 # --- the checklist file ---------------------------------------------------------------------

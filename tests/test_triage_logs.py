@@ -26,6 +26,8 @@ from commands.triage import (
     LookupArgs,
     TriageArgs,
     TriageSources,
+    parse_request_id,
+    parse_trace_id,
     run_logs,
     run_lookup,
     run_triage,
@@ -316,3 +318,84 @@ def test_parse_time_accepts_the_usual_shapes() -> None:
     assert logsearch.parse_time(1_700_000_000) == datetime.fromtimestamp(1_700_000_000, UTC)
     assert logsearch.parse_time(1_700_000_000_000) == datetime.fromtimestamp(1_700_000_000, UTC)
     assert logsearch.parse_time("yesterday") is None and logsearch.parse_time(True) is None
+
+
+# --- ids as platforms write them ------------------------------------------------------------
+
+# Each id, and a decoy that a pattern would wrongly match: `_` and `%` read as LIKE wildcards, `.`,
+# `*` and `[c]` as a regex, a backslash or an accent spelled differently in JSON.
+ID_SHAPES = [
+    ("req-4242424", "req-4242425"),
+    ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "01ARZ3NDEKTSV4RRFFQ69G5FAW"),  # ULID
+    ("00f067aa0ba902b7", "00f067aa0ba902b8"),  # 16 hex
+    ("4bf92f3577b34da6a3ce929d0e0e4799", "4bf92f3577b34da6a3ce929d0e0e4798"),  # 32 hex
+    ("1-5759e988-bd862e3fe1be46a994272793", "1-5759e988-bd862e3fe1be46a994272794"),  # AWS X-Ray
+    ("5f0c3c1e-9d1b-4c6e-8f3a-0d2b7e6a9c77", "5f0c3c1e9d1b4c6e8f3a0d2b7e6a9c77"),  # UUID
+    ("req_1%", "reqX1-and-more"),  # LIKE: `_` any one character, `%` anything
+    ("a.*b[c]", "aXYZbc"),  # regex: `.*` anything, `[c]` the letter c
+    ("win\\req\\9", "win/req/9"),  # a backslash, doubled in JSON text
+    ("café-é-42", "cafe-e-42"),  # written \u00e9 by json.dumps, as is by PostgreSQL's jsonb
+]
+
+
+@pytest.fixture
+async def ids_dsn(postgres: str) -> Any:
+    """A database of this test's own with an audit_log holding one row per id shape and its decoy."""
+    from sandbox.platform_db import AUDIT_LOG_DDL
+    from tests.conftest import ADMIN_DSN, recreate_database
+
+    name = f"chatops_test_triage_ids_{os.getpid()}"
+    dsn = await recreate_database(name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(AUDIT_LOG_DDL)
+        for index, (identifier, decoy) in enumerate(ID_SHAPES):
+            for value, action in ((identifier, "PERMISSION_DENIED"), (decoy, "FILE_UPLOAD")):
+                await conn.execute(
+                    "INSERT INTO audit_log (timestamp, action, username, details)"
+                    " VALUES ($1, $2, $3, $4::jsonb)",
+                    NOW - timedelta(minutes=index),
+                    action,
+                    f"user{index}",
+                    json.dumps({"request_id": value, "trace_id": value}),
+                )
+    finally:
+        await conn.close()
+    yield dsn
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize(("identifier", "decoy"), ID_SHAPES)
+async def test_ids_of_every_shape_are_found_literally_in_logs_and_audit_log(
+    ids_dsn: str, tmp_path: Path, identifier: str, decoy: str
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # As the platform's structlog writes JSON lines: json.dumps, non-ASCII escaped.
+    with gzip.open(logs / "app.log.1.gz", "wt") as handle:
+        handle.write(request_line(NOW - timedelta(hours=1), "/api/v1/a", 200, request_id=identifier))
+        handle.write(request_line(NOW - timedelta(hours=1), "/api/v1/b", 200, request_id=decoy))
+    (logs / "app.log").write_text(
+        request_line(NOW - timedelta(seconds=5), "/api/v1/c", 500, trace=identifier, request_id=decoy)
+        + request_line(NOW - timedelta(seconds=4), "/api/v1/d", 200, trace=decoy)
+    )
+    database = PostgresAdapter("postgres", ids_dsn, 2.0)
+    try:
+        for kind in ("request", "trace"):
+            typed = parse_request_id(identifier) if kind == "request" else parse_trace_id(identifier)
+            assert typed == identifier
+            report = await run_lookup(LookupArgs(kind=kind, id=typed), patterns(logs), database, timeout=5)  # type: ignore[arg-type]
+            lines = [entry.data.get("path") for entry in report.entries if entry.source != "audit_log"]
+            rows = [
+                entry.data["details"][f"{kind}_id"] for entry in report.entries if entry.source == "audit_log"
+            ]
+            # Every line and row holding the id (as grep would), in time order; never the decoy's alone.
+            assert lines == ["/api/v1/a", "/api/v1/c"]
+            assert rows == [identifier]
+            assert report.audit_problem is None and report.scan.files == 2
+    finally:
+        await database.aclose()

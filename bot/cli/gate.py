@@ -9,6 +9,7 @@ import json
 import sys
 import uuid
 
+from bot.cli.usage import APPROVE_USAGE, AUDIT_TRAIL_USAGE, BOT_COMMANDS
 from bot.config import Settings
 from bot.gate.gate import Approval, Refused
 from bot.gate.mfa_command import qr_text
@@ -20,7 +21,7 @@ from bot.runtime import Runtime
 from bot.slack.gate_notices import announce_reset
 from bot.slack.incidents import user_resolver
 from bot.state import migrate_best_effort, runtime_role
-from commands.base import UsageError
+from commands.base import Arguments, UsageError
 from commands.destructive import Proposal
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
@@ -127,8 +128,8 @@ async def run_gate_command(settings: Settings, name: str, tokens: list[str], as_
         return await _mfa(runtime, user, tokens)
     except UsageError as error:
         print(f"chatops {name}: {error.message}", file=sys.stderr)
-        if error.usage:
-            print(f"usage: {error.usage}", file=sys.stderr)
+        # The terminal's own grammar (`chatops mfa confirm` asks for the code), not Slack's.
+        print(f"usage: {BOT_COMMANDS[name].usage_text()}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         await runtime.services.aclose()
@@ -165,15 +166,29 @@ async def _mfa(runtime: Runtime, user: str, tokens: list[str]) -> int:
     return EXIT_OK if answer.ok else EXIT_NOT_DONE
 
 
-async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool) -> int:
-    if len(tokens) != 1:
-        raise UsageError("give the approval id printed with the plan", "chatops approve <approval id>")
+def parse_approve(tokens: list[str]) -> uuid.UUID:
+    """Read `chatops approve <approval id>`."""
+    args = Arguments.parse(tokens, APPROVE_USAGE)
+    given = args.next_positional("the approval id printed with the plan")
+    args.done()
     try:
-        approval_id = uuid.UUID(tokens[0])
+        return uuid.UUID(given)
     except ValueError:
-        raise UsageError(
-            f"`{tokens[0][:40]}` is not an approval id", "chatops approve <approval id>"
-        ) from None
+        raise UsageError(f"`{given[:40]}` is not an approval id", APPROVE_USAGE) from None
+
+
+def parse_audit_trail(tokens: list[str]) -> str:
+    """Read `chatops audit-trail [verify | recent]` (verify when nothing is said)."""
+    args = Arguments.parse(tokens, AUDIT_TRAIL_USAGE)
+    action = args.optional_positional() or "verify"
+    if action not in ("verify", "recent"):
+        raise UsageError(f"unknown subcommand `{action[:40]}` (use verify or recent)", AUDIT_TRAIL_USAGE)
+    args.done()
+    return action
+
+
+async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool) -> int:
+    approval_id = parse_approve(tokens)
     try:
         approval = await runtime.gate.may_confirm(approval_id, user)
     except Refused as refusal:
@@ -184,7 +199,7 @@ async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool
 
 
 async def _audit_trail(runtime: Runtime, tokens: list[str], as_json: bool) -> int:
-    action = tokens[0] if tokens else "verify"
+    action = parse_audit_trail(tokens)
     if action == "verify":
         report = await runtime.trail.verify()
         if as_json:
@@ -211,4 +226,4 @@ async def _audit_trail(runtime: Runtime, tokens: list[str], as_json: bool) -> in
                     f" {row['decision']:<14} {row['outcome'] or ''} {row['arguments'] or ''}"
                 )
         return EXIT_OK
-    raise UsageError(f"unknown subcommand `{action[:40]}`", "chatops audit-trail verify | recent")
+    raise AssertionError(action)  # checked above

@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
+# Only what help needs is imported here: `chatops --help` and `chatops <command> --help` answer at
+# once. The settings, the runtime and a command's runner and renderer are imported when it runs.
+from bot.cli.usage import EXIT_OK, EXIT_USAGE, answer_help, known, terminal_usage, unknown_command
 
-from bot.config import ConfigError, Settings, load_settings
-from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
-from bot.invocation import Invocation
-from bot.observability import configure_logging
-from bot.registry import COMMANDS
-from bot.render.common import terminal_console
-from bot.render.picture import picture_of
-from bot.runtime import Runtime
-from bot.services import Services
-from bot.state import migrate, migrate_best_effort, runtime_role
-from commands.base import CommandResult, UsageError
-from commands.destructive import Proposal
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from commands.base import CommandResult
 
-EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
-
-log = structlog.get_logger("chatops.cli")
-
-
-def usage_text() -> str:
-    """Describe the CLI."""
-    lines = [
-        "usage: chatops <command> [arguments] [--json] [--png FILE]",
-        "",
-        "Slash commands (same arguments as in Slack):",
-    ]
-    lines += [f"  {name:<10} {spec.summary}" for name, spec in COMMANDS.items()]
-    lines += [
-        "",
-        "Bot:",
-        "  serve      run the Slack app (Socket Mode with SLACK_APP_TOKEN, else HTTP),",
-        "             with /metrics and /healthz",
-        "  config     print the effective settings, secrets masked",
-        "  migrate    apply the bot's database migrations",
-        "  mfa        enroll | confirm | status | reset <user>: TOTP step-up for CHATOPS_CLI_USER",
-        "  approve    <approval id>: give the second approval of a plan (two-person rule)",
-        "  audit-trail verify | recent: check the hash chain of the bot's audit trail",
-        "  sandbox    up [--version vX.Y.Z] | status | down [--purge] | fault key=value ...",
-        "             the local stand-in 3dPot platform",
-        "",
-        "Exit codes: 0 healthy, 1 degraded or down, 2 usage or configuration error.",
-    ]
-    return "\n".join(lines)
+EXIT_DEGRADED = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,30 +26,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if png_file == "":
         print("chatops: --png needs a file name", file=sys.stderr)
         return EXIT_USAGE
-    if not args or args[0] in {"-h", "--help", "help"}:
-        print(usage_text())
-        return EXIT_OK if args else EXIT_USAGE
+    helped = answer_help(args)
+    if helped is not None:
+        return helped
+    name, rest = args[0], args[1:]
+    if not known(name):
+        print(unknown_command(name), file=sys.stderr)
+        return EXIT_USAGE
+    if name == "sandbox":
+        # The sandbox is a development aid with its own small CLI (its own settings, errors, exit codes).
+        from sandbox.__main__ import main as sandbox_main
+
+        return sandbox_main((["--json"] if as_json else []) + rest)
+    if name in ("config", "serve", "migrate") and rest:
+        print(f"chatops {name}: unexpected argument `{rest[0][:40]}` ({name} takes none)", file=sys.stderr)
+        print(f"usage: chatops {name}", file=sys.stderr)
+        return EXIT_USAGE
+    import asyncio
+
+    from bot.config import ConfigError, load_settings
+
     try:
         settings = load_settings()
     except ConfigError as error:
         print(f"chatops: {error}", file=sys.stderr)
         return EXIT_USAGE
-    # The terminal shows results; only errors of the bot itself go to stderr as log lines.
-    configure_logging("ERROR" if args[0] != "serve" else settings.log_level)
-    name, rest = args[0], args[1:]
     if name == "config":
         return _print_config(settings, as_json)
+    from bot.observability import configure_logging
+
+    # The terminal shows results; only errors of the bot itself go to stderr as log lines.
+    configure_logging("ERROR" if name != "serve" else settings.log_level)
     if name == "serve":
         from bot.web.server import serve
 
         return int(asyncio.run(serve(settings)))
     if name == "migrate":
         return asyncio.run(_migrate(settings))
-    if name == "sandbox":
-        # The sandbox is a development aid with its own small CLI; imported only when asked for.
-        from sandbox.__main__ import main as sandbox_main
-
-        return sandbox_main((["--json"] if as_json else []) + rest)
     if name in ("mfa", "approve", "audit-trail"):
         from bot.cli.gate import run_gate_command
 
@@ -109,13 +85,21 @@ async def run_command(
     settings: Settings, name: str, tokens: list[str], as_json: bool, png_file: str | None = None
 ) -> int:
     """Run one slash command from the terminal and print its result (and write its picture)."""
+    from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
+    from bot.invocation import Invocation
+    from bot.render.common import terminal_console
+    from bot.services import Services
+    from bot.state import migrate_best_effort, runtime_role
+    from commands.base import UsageError
+    from commands.destructive import Proposal
+
     try:
         spec = lookup(name)
-    except UsageError as error:
-        print(f"chatops: {error.message}\n\n{usage_text()}", file=sys.stderr)
+    except UsageError:
+        print(unknown_command(name), file=sys.stderr)
         return EXIT_USAGE
-    runtime = Runtime.build(settings)
-    services = runtime.services
+    # The gate (roles, MFA, the lock, the trail) is built only when a command proposes a change.
+    services = Services.build(settings)
     try:
         await migrate_best_effort(
             services.migrations_db(), settings.dependency_timeout_seconds, runtime_role(settings)
@@ -125,22 +109,25 @@ async def run_command(
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
             print(f"chatops {spec.name}: {error.message}", file=sys.stderr)
-            print(f"usage: {error.usage or spec.usage}", file=sys.stderr)
+            print(f"usage: {terminal_usage(spec.name, error.usage or spec.usage)}", file=sys.stderr)
             return EXIT_USAGE
         except CommandTimeout as error:
             print(f"chatops {spec.name}: {error}", file=sys.stderr)
             return EXIT_DEGRADED
         if isinstance(result, Proposal):
             from bot.cli.gate import run_through_gate
+            from bot.runtime import Runtime
 
-            return await run_through_gate(runtime, result, invocation, as_json)
+            return await run_through_gate(Runtime.build(settings, services), result, invocation, as_json)
         if as_json:
             print(result.model_dump_json(indent=2))
         else:
             spec.terminal(result, terminal_console())
-        from bot.slack.reply import record_terminal_result  # the open incident's timeline, as Slack
+        sys.stdout.flush()  # the answer first, the bookkeeping after
+        if settings.incident_channel:
+            from bot.slack.reply import record_terminal_result  # the open incident's timeline, as Slack
 
-        await record_terminal_result(services, spec.name, spec.slack, result, invocation)
+            await record_terminal_result(services, spec.name, spec.slack, result, invocation)
         if png_file is not None:
             return await _write_picture(spec.name, result, png_file) or result.exit_code()
         return result.exit_code()
@@ -150,6 +137,11 @@ async def run_command(
 
 async def _write_picture(name: str, result: CommandResult, path: str) -> int | None:
     """Write a result's picture to `path`; return an exit code only when that fails."""
+    import asyncio
+    from pathlib import Path
+
+    from bot.render.picture import picture_of
+
     png = await picture_of(result)
     if png is None:
         print(f"chatops {name}: --png: this command draws no picture", file=sys.stderr)
@@ -165,6 +157,9 @@ async def _write_picture(name: str, result: CommandResult, path: str) -> int | N
 
 
 async def _migrate(settings: Settings) -> int:
+    from bot.services import Services
+    from bot.state import migrate, runtime_role
+
     services = Services.build(settings)
     try:
         applied = await migrate(services.migrations_db(), runtime_role(settings))
@@ -175,6 +170,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 def _print_config(settings: Settings, as_json: bool) -> int:
+    import json
+
     shown = settings.masked()
     if as_json:
         print(json.dumps(shown, indent=2))
@@ -187,4 +184,13 @@ def _print_config(settings: Settings, as_json: bool) -> int:
 
 def entrypoint() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`chatops ... | head`): stop quietly, as other command-line tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_DEGRADED
+    sys.exit(code)

@@ -206,6 +206,28 @@ class Gate:
             expires_at=row["expires_at"],
         )
 
+    async def waiting_for(self, user: str, limit: int = 20) -> list[Approval]:
+        """Return the plans waiting for this user: their own to confirm, or another's second approval.
+
+        Only a list: confirming still goes through `may_confirm` and `confirm`, wherever it is clicked.
+        """
+        operator = await self.authorizer.allowed(user, "operator")
+        async with self.services.state_db.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT id FROM approvals
+                   WHERE environment = $1 AND expires_at > $2
+                     AND ((status = 'pending' AND requester = $3)
+                          OR (status = 'awaiting_second' AND requester <> $3 AND $4))
+                   ORDER BY created_at DESC LIMIT $5""",
+                self.settings.environment,
+                self.clock(),
+                user,
+                operator,
+                limit,
+            )
+        found = [await self.load(row["id"]) for row in rows]
+        return [approval for approval in found if approval is not None]
+
     async def may_confirm(self, approval_id: uuid.UUID, user: str, channel_id: str | None = None) -> Approval:
         """Check that this user may confirm this approval now (before asking for a code)."""
         approval = await self.load(approval_id)

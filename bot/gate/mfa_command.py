@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import qrcode
-
 from bot.gate.audit_trail import AuditTrail, TrailEntry
 from bot.gate.authz import Authorizer
 from bot.gate.gate import Approval, Gate
@@ -20,6 +18,7 @@ from commands.base import Arguments, UsageError
 from commands.incident import UserResolver, is_user_id, normalize_person
 
 MFA_USAGE = "/mfa enroll | confirm <6-digit code> | status | reset @user"
+MFA_SUMMARY = "TOTP step-up for destructive commands: enroll, confirm, status; reset another's (MFA admins)"
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,8 @@ class ResetDone:
 
 def qr_text(uri: str) -> str:
     """Draw an otpauth URI as a QR code in text (two rows of modules per line), for a code block."""
+    import qrcode  # with Pillow: loaded by an enrollment, not by every start
+
     code = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_L)
     code.add_data(uri)
     code.make(fit=True)
@@ -57,6 +58,21 @@ def qr_text(uri: str) -> str:
         "".join(glyphs[(not top, not bottom)] for top, bottom in zip(upper, lower, strict=True))
         for upper, lower in zip(matrix[::2], matrix[1::2], strict=True)
     )
+
+
+def parse(tokens: list[str]) -> tuple[str, str | None]:
+    """Read `/mfa` words: the subcommand and its one argument (the code, the user), options anywhere."""
+    args = Arguments.parse(tokens, MFA_USAGE)
+    action = args.next_positional("a subcommand (enroll, confirm, status, reset)")
+    argument = None
+    if action == "confirm":
+        argument = args.next_positional("the 6-digit code")
+    elif action == "reset":
+        argument = args.next_positional("the user to reset (@name)")
+    elif action not in ("enroll", "status"):
+        raise UsageError(f"unknown subcommand `{action[:40]}`", MFA_USAGE)
+    args.done()
+    return action, argument
 
 
 @dataclass(frozen=True)
@@ -77,11 +93,9 @@ class MfaCommand:
         resolve_user: UserResolver | None = None,
     ) -> MfaAnswer:
         """Run one /mfa subcommand for `user`; every change is written to the audit trail."""
-        args = Arguments.parse(tokens, MFA_USAGE)
-        action = args.next_positional("a subcommand (enroll, confirm, status, reset)")
+        action, argument = parse(tokens)
         now = now or datetime.now(UTC)
         if action == "enroll":
-            args.done()
             try:
                 enrollment = await self.mfa.enroll(user)
             except ValueError as error:
@@ -94,11 +108,9 @@ class MfaCommand:
             )
             return MfaAnswer(text=text, enrollment=enrollment)
         if action == "confirm":
-            code = args.next_positional("the 6-digit code")
-            args.done()
-            return await self.confirm(user, code, now)
+            assert argument is not None
+            return await self.confirm(user, argument, now)
         if action == "status":
-            args.done()
             status = await self.mfa.status(user)
             if not status.enrolled:
                 return MfaAnswer("You are not enrolled. Run `/mfa enroll`.")
@@ -112,8 +124,8 @@ class MfaCommand:
                 text += f"; locked until {status.locked_until:%H:%M:%S} UTC"
             return MfaAnswer(text)
         if action == "reset":
-            typed = args.next_positional("the user to reset (@name)")
-            args.done()
+            assert argument is not None
+            typed = argument
             target = await normalize_person(typed, resolve_user)
             if not is_user_id(target):
                 raise UsageError(
@@ -124,7 +136,7 @@ class MfaCommand:
                 f"To reset the MFA enrollment of <@{target}>, confirm with your own code.",
                 reset_target=target,
             )
-        raise UsageError(f"unknown subcommand `{action[:40]}`", MFA_USAGE)
+        raise AssertionError(action)  # parse() knows no other
 
     async def confirm(self, user: str, code: str, now: datetime | None = None) -> MfaAnswer:
         """Confirm an enrollment with the first code the authenticator shows."""

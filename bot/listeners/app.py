@@ -10,6 +10,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.listeners.changes import way_back_handler
 from bot.listeners.commands import command_handler
 from bot.listeners.gate import cancel_handler, confirm_handler, mfa_view_handler
+from bot.listeners.home import home_handler
+from bot.listeners.incident_forms import register as register_incident_forms
 from bot.listeners.incidents import register as register_incident_actions
 from bot.listeners.mfa import enroll_view_handler, mfa_handler, reset_view_handler
 from bot.registry import COMMANDS
@@ -40,4 +42,7 @@ def build_slack_app(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
     app.view(RESET_VIEW)(reset_view_handler(runtime))
     app.action(WAY_BACK_ACTION)(way_back_handler(runtime))
     register_incident_actions(app, runtime)
+    register_incident_forms(app, runtime)
+    # The App Home tab, brought up to date each time it is opened.
+    app.event("app_home_opened")(home_handler(runtime))
     return app

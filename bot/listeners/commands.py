@@ -12,8 +12,8 @@ from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate.audit_trail import TrailEntry
 from bot.invocation import Invocation
 from bot.listeners.gate import propose
-from bot.registry import CommandSpec
-from bot.render.common import error_text
+from bot.registry import CommandSpec, asks_for_help
+from bot.render.common import error_text, help_text
 from bot.runtime import Runtime
 from bot.slack.posting import Responder, ResponseUrl
 from bot.slack.reply import post_reply, tell_caller
@@ -34,7 +34,16 @@ def command_handler(spec: CommandSpec, runtime: Runtime) -> Callable[..., Awaita
     async def run_and_answer(command: dict[str, Any], client: AsyncWebClient, respond: Responder) -> None:
         channel = command.get("channel_id", "")
         user = command.get("user_id", "")
-        invocation = Invocation(request_id=new_request_id(), source="slack", user_id=user, channel_id=channel)
+        invocation = Invocation(
+            request_id=new_request_id(),
+            source="slack",
+            user_id=user,
+            channel_id=channel,
+            trigger_id=command.get("trigger_id") or None,
+        )
+        if asks_for_help(str(command.get("text", "")).split()):
+            await tell_caller(client, respond, channel, user, help_text(spec.name, spec.summary, spec.usage))
+            return
         try:
             tokens = spec.tokenize(command.get("text", ""))
             need = spec.requirement(tokens, services.settings)

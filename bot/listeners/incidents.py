@@ -25,6 +25,7 @@ from bot.render.incident import (
     confirmation,
 )
 from bot.render.rca import FILE_ACTION, answer_text
+from bot.runners.incident import present_change
 from bot.runners.rca import file_and_show
 from bot.runtime import Runtime
 from bot.slack import incidents
@@ -151,7 +152,8 @@ async def _declare_from_alert(
         incident.id, "alert", None, text, at=alert.starts_at, details={"fingerprint": fingerprint}
     )
     await store.link_alert(fingerprint, incident.id)
-    published = await incidents.publish(client, store, result, settings.incident_contacts)
+    result = result.model_copy(update={"place": settings.incident_workspace})
+    published = await present_change(services, client, store, result)
     linked = alert.model_copy(update={"incident_id": incident.id})
     rendered = alert_message(linked, now)
     await client.chat_update(
@@ -197,9 +199,12 @@ async def _run_and_replace(
         channel_id=channel,
         contacts=settings.incident_contacts,
         resolve_user=incidents.user_resolver(client),
+        user_exists=incidents.user_checker(client),
         access=channel_access(client, _invocation(user, channel)),
     )
-    result = await incidents.publish(client, store, result, settings.incident_contacts)
+    if args.action == "declare":
+        result = result.model_copy(update={"place": settings.incident_workspace})
+    result = await present_change(services, client, store, result)
     answer = confirmation(result)
     await respond(text=answer.text, blocks=answer.blocks, replace_original=True)
 

@@ -10,8 +10,9 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.gate.mfa_command import MFA_USAGE, MfaAnswer
-from bot.render.common import error_text, mention
+from bot.gate.mfa_command import MFA_SUMMARY, MFA_USAGE, MfaAnswer
+from bot.registry import asks_for_help
+from bot.render.common import error_text, help_text, mention
 from bot.render.mfa import CODE_BLOCK, enroll_modal, enrollment_message, reset_metadata, reset_modal
 from bot.runtime import Runtime
 from bot.slack.errors import slack_error_code
@@ -33,6 +34,9 @@ def mfa_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:
         await ack()
         user = command.get("user_id", "")
         channel = command.get("channel_id", "")
+        if asks_for_help(str(command.get("text", "")).split()):
+            await tell_caller(client, respond, channel, user, help_text("mfa", MFA_SUMMARY, MFA_USAGE))
+            return
         try:
             answer = await runtime.mfa_command.run(
                 user, tokenize(command.get("text", "")), resolve_user=user_resolver(client)

@@ -103,6 +103,72 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
+def _significant(value: int, digits: int = 2) -> int:
+    """Round to `digits` significant figures: an estimate claims no more than that."""
+    if value < 10**digits:
+        return value
+    step = 10 ** (len(str(value)) - digits)
+    return int(round(value / step) * step)
+
+
+def figure(value: int, estimated: bool = False, at_least: bool = False) -> str:
+    """Write a count: exact as it is, a lower bound as ≥N, an estimate as ≈N (two significant figures)."""
+    if at_least:
+        return f"≥{value:,}"
+    if estimated:
+        return f"≈{_significant(value):,}"
+    return f"{value:,}"
+
+
+def _counted(value: int, word: str, estimated: bool = False, at_least: bool = False) -> str:
+    return f"{figure(value, estimated, at_least)} {word if value == 1 and not estimated else word + 's'}"
+
+
+def _totals_parts(report: AuditReport) -> list[str]:
+    """Return the totals as phrases (events, users, IPs), each marked ≈ or ≥ when it is not exact."""
+    totals = report.totals
+    user_word = "username" if totals.users_are == "usernames" else "user"
+    return [
+        _counted(totals.events, "event", "events" in totals.estimated),
+        _counted(
+            totals.distinct_users,
+            user_word,
+            "distinct_users" in totals.estimated,
+            "distinct_users" in totals.at_least,
+        ),
+        _counted(
+            totals.distinct_ips, "IP", "distinct_ips" in totals.estimated, "distinct_ips" in totals.at_least
+        ),
+    ]
+
+
+def estimate_text(report: AuditReport) -> str | None:
+    """Say which figures are estimates and what they were estimated from, or None when all are exact."""
+    estimate = report.estimate
+    if estimate is None:
+        return None
+    one_in = max(1, round(1 / estimate.fraction)) if estimate.fraction > 0 else 0
+    exact = (
+        "the totals and the rows listed are exact"
+        if not report.totals.estimated and not (report.totals.at_least)
+        else "the rows listed are exact"
+    )
+    return (
+        f"≈ estimated and ≥ at least (what the sample saw): from a sample of {estimate.sample_rows:,}"
+        f" matching rows (1 in {one_in:,}; {estimate.method}); {exact}."
+    )
+
+
+def index_text(report: AuditReport) -> str | None:
+    """Say which missing index made this answer read the whole table, or None."""
+    if report.missing_index is None:
+        return None
+    return (
+        f"The index {report.missing_index} is not in place, so this answer read the table itself:"
+        " /audit indexes shows the reviewed index file and what is missing."
+    )
+
+
 def _row_cells(row: AuditRow) -> list[str]:
     user = row.username if row.username is not None else (str(row.user_id) if row.user_id else "")
     return [
@@ -119,7 +185,7 @@ def _group_table(breakdown: Breakdown) -> tuple[list[str], list[list[str]], list
     # Grouped by user, every line is one user: a users column would only say 1.
     per_user = bool({"user", "username"} & set(breakdown.columns))
     columns = [*breakdown.columns, "events", "users", "IPs", "first (UTC)", "last (UTC)"]
-    caps = [KEY_CAP] * len(breakdown.columns) + [9, 6, 6, 14, 14]
+    caps = [KEY_CAP] * len(breakdown.columns) + [11, 8, 8, 15, 15]
     if per_user:
         del columns[len(breakdown.columns) + 1], caps[len(breakdown.columns) + 1]
     with_ips = any(group.ips for group in breakdown.groups)
@@ -128,7 +194,7 @@ def _group_table(breakdown: Breakdown) -> tuple[list[str], list[list[str]], list
         caps.append(90)
     rows = []
     for group in breakdown.groups:
-        counts = _counts(group)
+        counts = _counts(group, breakdown.estimated)
         if per_user:
             del counts[1]
         cells = [*(key or "-" for key in group.key), *counts]
@@ -138,14 +204,26 @@ def _group_table(breakdown: Breakdown) -> tuple[list[str], list[list[str]], list
     return columns, rows, caps
 
 
-def _counts(group: Group) -> list[str]:
+def _counts(group: Group, estimated: bool = False) -> list[str]:
+    mark = "≈" if estimated else ""
     return [
-        f"{group.events:,}",
-        f"{group.distinct_users:,}",
-        f"{group.distinct_ips:,}",
-        _when(group.first_seen, short=True),
-        _when(group.last_seen, short=True),
+        figure(group.events, estimated),
+        figure(group.distinct_users, estimated, "distinct_users" in group.at_least),
+        figure(group.distinct_ips, estimated, "distinct_ips" in group.at_least),
+        mark + _when(group.first_seen, short=True),
+        mark + _when(group.last_seen, short=True),
     ]
+
+
+def _breakdown_title(breakdown: Breakdown, form: str) -> str:
+    title = breakdown.title
+    shown = len(breakdown.groups)
+    if breakdown.total_groups > shown and form != "failed-logins":
+        total = figure(breakdown.total_groups, breakdown.estimated, breakdown.total_groups_at_least)
+        title += f" (top {shown} of {total})"
+    if breakdown.estimated:
+        title += ", estimated from a sample"
+    return title
 
 
 def _title(report: AuditReport) -> str:
@@ -158,9 +236,8 @@ def _totals_text(report: AuditReport) -> str:
     if totals.events == 0:
         return _nothing_text(report)
     return (
-        f"*{totals.events:,}* events · *{_plural(totals.distinct_users, 'user')}* ·"
-        f" *{_plural(totals.distinct_ips, 'IP')}* · first seen `{_when(totals.first_seen)}` ·"
-        f" last seen `{_when(totals.last_seen)}` UTC"
+        " · ".join(f"*{part}*" for part in _totals_parts(report))
+        + f" · first seen `{_when(totals.first_seen)}` · last seen `{_when(totals.last_seen)}` UTC"
     )
 
 
@@ -170,23 +247,24 @@ def _nothing_text(report: AuditReport) -> str:
 
 def summary_text(report: AuditReport) -> str:
     """Write the one-line fallback text (notifications, screen readers), as mrkdwn."""
-    totals = report.totals
-    return clip(
-        f"{escape(_title(report))}: {totals.events:,} events, {_plural(totals.distinct_ips, 'IP')},"
-        f" {_plural(totals.distinct_users, 'user')}",
-        500,
-    )
+    events, users, ips = _totals_parts(report)
+    return clip(f"{escape(_title(report))}: {events}, {ips}, {users}", 500)
 
 
 def _omitted_text(report: AuditReport, command: str, suffix: str = "") -> str:
     shown = len(report.breakdowns[0].groups) if report.omitted_what == "users" else len(report.rows)
-    text = (
-        f"{report.omitted:,} more {report.omitted_what} not shown (showing {shown:,}, limit={report.limit})."
-    )
+    more = figure(report.omitted, report.omitted_estimated)
+    text = f"{more} more {report.omitted_what} not shown (showing {shown:,}, limit={report.limit})."
     if report.export_arguments:
         # Inside inline code a backtick would end it early; the lookalike keeps the line intact.
         text += f" Every row: `{command} {_cell(clip(report.export_arguments, 300))}{suffix}`"
     return text
+
+
+def _rows_title(report: AuditReport) -> str:
+    order = "in order" if report.form == "request" else "newest first"
+    total = figure(report.totals.events, "events" in report.totals.estimated)
+    return f"{_plural(len(report.rows), 'event')} of {total}, {order}"
 
 
 def report_blocks(report: AuditReport) -> tuple[list[Block], list[list[Block]]]:
@@ -203,19 +281,19 @@ def report_blocks(report: AuditReport) -> tuple[list[Block], list[list[Block]]]:
                 tables.append(section(f"*{escape(breakdown.title)}*: none."))
             continue
         columns, rows, caps = _group_table(breakdown)
-        title = breakdown.title
-        if breakdown.total_groups > len(breakdown.groups) and report.form != "failed-logins":
-            title += f" (top {len(breakdown.groups)} of {breakdown.total_groups:,})"
-        tables += code_sections(title, text_table(columns, rows, caps))
+        tables += code_sections(_breakdown_title(breakdown, report.form), text_table(columns, rows, caps))
     if report.rows:
-        order = "in order" if report.form == "request" else "newest first"
-        title = f"{_plural(len(report.rows), 'event')} of {report.totals.events:,}, {order}"
+        title = _rows_title(report)
         tables += code_sections(
             title, text_table(ROW_COLUMNS, [_row_cells(row) for row in report.rows], ROW_CAPS)
         )
     footer: list[Block] = []
     if report.omitted > 0:
         footer.append(context(":scissors: " + escape(_omitted_text(report, "/audit"))))
+    if (estimated := estimate_text(report)) is not None:
+        footer.append(context(":abacus: " + escape(estimated)))
+    if (missing := index_text(report)) is not None:
+        footer.append(context(":warning: " + escape(missing)))
     footer.append(
         context(
             f"read-only snapshot of `{escape(report.database)}` at {report.queried_at:%H:%M:%S} UTC"
@@ -359,8 +437,7 @@ def _terminal_report(report: AuditReport, console: Console) -> None:
         console.print(_nothing_text(report), markup=False)
     else:
         console.print(
-            f"{totals.events:,} events · {_plural(totals.distinct_users, 'user')} ·"
-            f" {_plural(totals.distinct_ips, 'IP')} · first seen {_when(totals.first_seen)}"
+            " · ".join(_totals_parts(report)) + f" · first seen {_when(totals.first_seen)}"
             f" · last seen {_when(totals.last_seen)} UTC",
             markup=False,
         )
@@ -370,18 +447,20 @@ def _terminal_report(report: AuditReport, console: Console) -> None:
         if breakdown.groups:
             columns, rows, _ = _group_table(breakdown)
             console.print()
-            _print_table(console, breakdown.title, columns, rows)
+            _print_table(console, _breakdown_title(breakdown, report.form), columns, rows)
     if report.rows:
         console.print()
-        order = "in order" if report.form == "request" else "newest first"
-        title = f"{_plural(len(report.rows), 'event')} of {totals.events:,}, {order}"
-        _print_table(console, title, ROW_COLUMNS, [_row_cells(row) for row in report.rows])
+        _print_table(console, _rows_title(report), ROW_COLUMNS, [_row_cells(row) for row in report.rows])
     if report.omitted > 0:
         console.print()
         # Slack shows the command as code; the terminal as it is (the only backticks: `_cell` swapped
         # any in the arguments for a lookalike).
         omitted = _omitted_text(report, "chatops audit", " --output audit.csv").replace("`", "")
         console.print(Text(omitted, style="yellow"))
+    if (estimated := estimate_text(report)) is not None:
+        console.print(Text(estimated, style="cyan"))
+    if (missing := index_text(report)) is not None:
+        console.print(Text(missing, style="yellow"))
     console.print(
         f"[dim]read-only snapshot of {report.database} at {report.queried_at:%H:%M:%S} UTC"
         f" in {report.duration_ms:.0f} ms[/]",

@@ -140,6 +140,15 @@ def error_text(message: str, usage: str = "") -> str:
     return text
 
 
+def help_text(name: str, summary: str, usage: str) -> str:
+    """Write a command's help for Slack (shown to the caller only): what it does, then its usage."""
+    forms = usage.replace(f" | /{name} ", f"\n/{name} ")
+    text = f"*/{escape(name)}*: {escape(summary)}\n```{escape(forms)}```"
+    if "=" in usage:
+        text += "\nOptions are `key=value`, in any order, anywhere in the line."
+    return text
+
+
 def terminal_console(no_color: bool = False, stderr: bool = False) -> Console:
     """Build the console the CLI prints to (stderr for prompts and progress beside JSON output)."""
     return Console(no_color=no_color, highlight=False, soft_wrap=True, stderr=stderr)

@@ -24,16 +24,22 @@ from bot.render.common import (
     section,
     split_text,
 )
+from bot.render.incident_stats import slack_stats, terminal_stats
 from commands.incident import (
+    ROLE_TITLES,
     SEVERITY_NAMES,
+    TACTICAL_PARTS,
     Contact,
     IncidentResult,
+    RoleName,
     format_minutes,
     incident_duration,
     is_user_id,
     who,
 )
 
+# The incident field of each role.
+_ROLE_FIELDS: dict[str, str] = {"commander": "commander", "comms": "comms_lead", "scribe": "scribe"}
 ASK_NOTE_ACTION = "incident_ask_note"
 ASK_DECLARE_ACTION = "incident_ask_declare"
 ASK_CANCEL_ACTION = "incident_ask_cancel"
@@ -53,10 +59,14 @@ KIND_EMOJI = {
     "resolved": ":white_check_mark:",
     "alert": ":bell:",
     "rca": ":page_facing_up:",
+    "role": ":busts_in_silhouette:",
+    "followup": ":pushpin:",
 }
 # Timeline entries whose text is as typed (by /incident, an alert, RCA filing): escaped when shown.
 # Every other kind was recorded by `bot.slack.incidents.record` as mrkdwn the bot already escaped.
-TYPED_KINDS = frozenset({"declared", "update", "note", "severity", "commander", "resolved", "alert", "rca"})
+TYPED_KINDS = frozenset(
+    {"declared", "update", "note", "severity", "commander", "role", "followup", "resolved", "alert", "rca"}
+)
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
 # Most timeline lines shown in Slack at once; the RCA draft has them all.
 TIMELINE_SHOWN = 150
@@ -80,9 +90,17 @@ def person(someone: str | None) -> str:
 
 def event_text(event: TimelineEvent) -> str:
     """Write a timeline entry's text as mrkdwn: what was typed escaped, the bot's own records as they are."""
-    if event.kind == "commander" and "to" in event.details:
+    if event.kind in ("commander", "role") and "to" in event.details:
         # Rebuilt from the ids stored with it: a typed name in the text must not become a mention.
-        return f"Commander {person(event.details.get('from'))} → {person(event.details['to'])}"
+        role: RoleName = event.details.get("role") or "commander"
+        title = ROLE_TITLES.get(role, "Commander")
+        return f"{title} {person(event.details.get('from'))} → {person(event.details['to'])}"
+    if event.kind == "update" and isinstance(event.details.get("tactical"), dict):
+        parts = event.details["tactical"]
+        lines = [f"*{label}:* {escape(str(parts[key]))}" for key, label in TACTICAL_PARTS if parts.get(key)]
+        return "\n".join(lines) or escape(event.text)
+    if event.kind == "followup" and event.details.get("owner"):
+        return f"{escape(event.text)} (owner {person(event.details['owner'])})"
     if event.kind in TYPED_KINDS:
         return escape(event.text)
     return event.text
@@ -113,6 +131,8 @@ def header_message(incident: Incident, contacts: list[Contact], now: datetime) -
         f"*Status*\n{status}",
         f"*Severity*\n{incident.severity} ({SEVERITY_NAMES[incident.severity]})",
         f"*Commander*\n{person(incident.commander)}",
+        f"*Communications lead*\n{person(incident.comms_lead)}",
+        f"*Scribe*\n{person(incident.scribe)}",
         f"*Started*\n{slack_date(incident.started_at)}",
         f"*Duration*\n{duration}",
         f"*Declared by*\n{person(incident.declared_by)}",
@@ -130,10 +150,13 @@ def header_message(incident: Incident, contacts: list[Contact], now: datetime) -
         blocks.append(section(f"*Resolved* {slack_date(incident.resolved_at)}{summary}"))
     if contacts:
         blocks.append(context("Emergency contacts: " + contacts_line(contacts)))
+    if incident.has_own_channel:
+        blocks.append(context(f"Declared in <#{incident.declared_in}>; this channel is the incident's."))
     blocks.append(
         context(
             "Everything about this incident goes in this thread."
-            " `/incident update <text>` tells the channel · `/incident note <text>` · `/incident resolve`"
+            " `/incident update` (the form) tells everyone · `/incident note <text>`"
+            " · `/incident role comms @user` · `/incident followup <text>` · `/incident resolve`"
         )
     )
     text = f"{emoji} {incident.reference} [{incident.severity}] {escape(incident.title)} — {status.lower()}"
@@ -159,7 +182,12 @@ def event_message(incident: Incident, event: TimelineEvent) -> Message:
 
 
 def slack(result: IncidentResult) -> SlackReply:
-    """Answer the caller: a confirmation, the question about a second incident, the timeline or contacts."""
+    """Answer the caller: a confirmation, the question about a second incident, the timeline or contacts.
+
+    The metrics are for everyone: posted in the channel, their picture in the thread.
+    """
+    if result.outcome == "stats":
+        return slack_stats(result)
     if result.outcome == "asked":
         return SlackReply(main=ask_message(result), ephemeral=True)
     if result.outcome == "timeline":
@@ -174,12 +202,20 @@ def confirmation(result: IncidentResult) -> Message:
     incident = result.incident
     assert incident is not None
     duration = format_minutes(incident_duration(incident, result.as_of))
+    where = f" in its own channel, <#{incident.channel_id}>" if incident.has_own_channel else ""
+    role_holder = getattr(incident, _ROLE_FIELDS.get(result.role or "commander", "commander"), None)
     done = {
-        "declared": f"Declared {incident.reference}; the header is pinned and its thread is the incident's.",
+        "declared": f"Declared {incident.reference}{where}; the header is pinned and its thread is the"
+        " incident's.",
         "updated": f"Update posted in {incident.reference}'s thread and to the channel.",
         "noted": f"Noted in {incident.reference}'s timeline.",
         "severity": f"{incident.reference} is now {incident.severity}.",
         "commander": f"{incident.reference}'s commander is now {person(incident.commander)}.",
+        "role": f"{incident.reference}'s {ROLE_TITLES[result.role or 'commander'].lower()} is now"
+        f" {person(role_holder)}.",
+        "followup": f"Follow-up added to {incident.reference}; filing the RCA (`/rca {incident.id} file`)"
+        " files it as a GitHub issue.",
+        "form": f"The update form of {incident.reference} is open: Conditions · Actions · Needs.",
         "resolved": f"{incident.reference} resolved after {duration}.",
     }[result.outcome]
     lines = [f":white_check_mark: {done}"]
@@ -269,8 +305,11 @@ def _chunks(lines: list[str]) -> list[str]:
 
 
 def terminal(result: IncidentResult, console: Console) -> None:
-    """Print what happened, or the timeline or contacts, for the terminal."""
+    """Print what happened, or the timeline, contacts or metrics, for the terminal."""
     incident = result.incident
+    if result.outcome == "stats":
+        terminal_stats(result, console)
+        return
     if result.outcome == "contacts":
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for column in ("area", "role", "contact"):
@@ -307,6 +346,8 @@ def terminal(result: IncidentResult, console: Console) -> None:
             )
         console.print(table)
         return
+    if result.outcome == "declared" and incident.has_own_channel and incident.channel_name:
+        console.print(f"its own channel: #{escape_markup(incident.channel_name)} ({incident.channel_id})")
     if result.event is not None:
         console.print(f"[green]{result.outcome}[/]: {escape_markup(terminal_text(result.event))}")
     for problem in result.slack_problems:

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.render.common import Upload, clip, escape
+from bot.render.incident_stats import draw
 from commands.base import CommandResult, format_duration
 from commands.formatting import Unit, format_bytes, format_value
 from commands.graph import GraphData, GraphReport, Marker, Point, Span
+from commands.incident import IncidentResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -157,6 +159,8 @@ def upload_of(report: GraphReport) -> Upload | None:
 
 async def picture_of(result: CommandResult) -> bytes | None:
     """Return the PNG of a result that has one (drawing it now if it was not), else None."""
+    if isinstance(result, IncidentResult) and result.stats is not None:
+        return result.png or (await draw(result)).png
     if not isinstance(result, GraphReport):
         return None
     if result.png is None:

@@ -28,7 +28,7 @@ PREVIEW_SECTIONS = 40
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->|^\[//\]: # \([^\n]*\)$", re.DOTALL | re.MULTILINE)
 # An `&` that does not start one of the entities Markdown and mrkdwn both read the same way.
 _BARE_AMPERSAND = re.compile(r"&(?!(?:amp|lt|gt);)")
 _ENTITIES = {"&lt;": "<", "&gt;": ">", "&amp;": "&"}
@@ -121,7 +121,13 @@ def answer_text(result: RcaResult) -> str:
         verb = "Filed as" if result.outcome == "filed" else "Updated"
         label = f"GitHub issue #{draft.issue_number}"
         issue = link(draft.issue_url or "", label) or label
-        return f":white_check_mark: {verb} {issue} ({incident.reference})."
+        lines = [f":white_check_mark: {verb} {issue} ({incident.reference})."]
+        if result.followups:
+            filed = [f"#{item.issue_number}" for item in result.followups if item.issue_number is not None]
+            lines.append(f"Follow-ups filed as their own issues: {', '.join(filed) or 'none yet'}.")
+        lines += [f":warning: {escape(problem)}" for problem in result.followup_problems]
+        lines += [f":warning: {escape(problem)}" for problem in result.slack_problems]
+        return "\n".join(lines)
     where = "in its thread" if incident.header_ts else "in the channel"
     lines = [f":page_facing_up: RCA draft for {incident.reference} posted {where}; the button files it."]
     lines += [f":warning: {escape(problem)}" for problem in result.slack_problems]
@@ -151,3 +157,8 @@ def terminal(result: RcaResult, console: Console) -> None:
     console.print(
         f"[green]{result.incident.reference}: RCA {verb} issue #{draft.issue_number}[/] {draft.issue_url}"
     )
+    for item in result.followups:
+        where = f"issue #{item.issue_number} ({item.issue_state})" if item.issue_number else "not filed"
+        console.print(f"  follow-up: {escape_markup(item.text)} · {where}")
+    for problem in [*result.followup_problems, *result.slack_problems]:
+        console.print(f"[yellow]{escape_markup(problem)}[/]")

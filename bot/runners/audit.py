@@ -29,6 +29,15 @@ def limits(settings: Settings) -> audit.Limits:
     )
 
 
+def budget(settings: Settings) -> audit.Budget:
+    """Read how much one /audit answer may read from the settings."""
+    return audit.Budget(
+        exact_rows=settings.audit_exact_rows,
+        sample_rows=settings.audit_sample_rows,
+        index_rows=settings.audit_index_rows,
+    )
+
+
 def expensive_read(tokens: list[str], settings: Settings) -> tuple[Role, str] | None:
     """Return the role a large export needs (CHATOPS_AUDIT_EXPORT_LARGE_ROLE) and why; None otherwise.
 
@@ -58,7 +67,7 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
         if invocation.source == "cli":
             return await _export_from_terminal(services, request)
         return await _export_for_slack(services, request)
-    return await audit.run(services.platform_db, request, timeout)
+    return await audit.run(services.platform_db, request, timeout, budget(settings))
 
 
 async def _export_for_slack(services: Services, request: audit.ExportRequest) -> CommandResult:

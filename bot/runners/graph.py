@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 from slack_sdk.errors import SlackApiError
 
+from adapters.incident_store import Incident
 from adapters.postgres import PostgresAdapter
 from bot.config import Settings
 from bot.gate.authz import Role
@@ -200,6 +201,8 @@ async def key_metrics_upload(
 
 # Prometheus's graph page draws about this many points by default (its step is the range / 250).
 PROMETHEUS_PAGE_POINTS = 250
+# An incident's graphs start a little before it, and end a little after its resolution.
+INCIDENT_MARGIN = timedelta(minutes=10)
 
 
 def prometheus_links(services: Services, start: datetime, end: datetime) -> list[GraphLink]:
@@ -229,6 +232,38 @@ def prometheus_links(services: Services, start: datetime, end: datetime) -> list
         url = f"{services.settings.prometheus_url.rstrip('/')}/graph?{query}"
         links.append(GraphLink(title=f"{target.title} in Prometheus", url=url))
     return links
+
+
+def incident_graphs_link(services: Services, incident: Incident, now: datetime) -> tuple[str, str] | None:
+    """Link Prometheus's graph page with the 5xx ratio and P95 of an incident's window (both panels).
+
+    While it is open the page ends at the moment it is opened (a live view from just before the
+    start); once resolved, it is the window itself. None when Prometheus has no named graphs.
+    """
+    checklist = checklist_of(services)
+    named = graph.named_targets(checklist)
+    start = incident.started_at - INCIDENT_MARGIN
+    end = incident.resolved_at + INCIDENT_MARGIN if incident.resolved_at is not None else None
+    minutes = max(1, int(((end or now) - start).total_seconds() // 60) + 1)
+    page_step = max(
+        timedelta(seconds=services.settings.graph_step_seconds),
+        timedelta(minutes=minutes) / PROMETHEUS_PAGE_POINTS,
+    )
+    rate = graph.rate_window(checklist, page_step)
+    fields: dict[str, str] = {}
+    for index, key in enumerate((graph.FIVE_XX, graph.P95)):
+        if key not in named:
+            return None
+        fields |= {
+            f"g{index}.expr": render_query(named[key].query, rate),
+            f"g{index}.tab": "0",
+            f"g{index}.range_input": f"{minutes}m",
+        }
+        if end is not None:
+            fields[f"g{index}.end_input"] = f"{end.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+    url = f"{services.settings.prometheus_url.rstrip('/')}/graph?{urlencode(fields)}"
+    title = "Graphs: 5xx and P95 " + ("of the window" if end is not None else "since the start (live)")
+    return title, url
 
 
 async def incident_graph_links(

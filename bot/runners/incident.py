@@ -1,44 +1,98 @@
-"""Bind /incident to the bot's own database and Slack: the record changes, then the thread shows it."""
+"""Bind /incident to the bot's own database and Slack: the record changes, then Slack shows it.
+
+What a change looks like in Slack (the incident's own channel, its header and thread, bookmarks,
+the stakeholders' announcement) is `bot/slack/incident_workspace.present`; `present_change` here
+gives it the settings and the graphs of the incident's window, for the command and the buttons alike.
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.incident_store import IncidentStore
+from adapters.followup_store import FollowupStore
+from adapters.incident_store import Incident, IncidentStore
 from bot.gate.authz import Role
 from bot.invocation import Invocation
-from bot.runners.graph import key_metrics_upload
+from bot.render.incident_stats import draw
+from bot.render.incident_workspace import update_modal
+from bot.runners.graph import incident_graphs_link, key_metrics_upload
 from bot.services import Services
 from bot.slack.errors import slack_error_code
-from bot.slack.incidents import publish, user_resolver
+from bot.slack.incident_workspace import Workspace, present
+from bot.slack.incidents import user_checker, user_resolver
 from bot.slack.membership import channel_access
 from commands import incident as incident_command
-from commands.incident import IncidentResult
+from commands.base import UsageError
+from commands.incident import ChannelAccess, IncidentArgs, IncidentResult
 
-_READ_ONLY = frozenset({"timeline", "contacts"})
+_READ_ONLY = frozenset({"timeline", "contacts", "stats"})
 
 
 async def run(services: Services, tokens: list[str], invocation: Invocation) -> IncidentResult:
-    """Run `/incident` (from Slack or the terminal) and publish the change to the incident's Slack thread."""
+    """Run `/incident` (from Slack or the terminal) and show the change in Slack."""
     args = incident_command.parse(tokens)
     settings = services.settings
     client = services.slack.client if services.slack is not None else None
     store = IncidentStore(services.state_db)
+    channel = invocation.channel_id or settings.incident_channel
+    # From Slack, an incident answers only in its own channel (or to that channel's members).
+    access = channel_access(client, invocation)
+    if args.action == "update" and not args.text and client is not None and invocation.trigger_id:
+        return await open_update_form(client, store, args, channel, access, invocation.trigger_id)
     result = await incident_command.run(
         store,
         args,
         actor=invocation.user_id or "terminal",
-        channel_id=invocation.channel_id or settings.incident_channel,
+        channel_id=channel,
         contacts=settings.incident_contacts,
         resolve_user=user_resolver(client) if client is not None else None,
-        # From Slack, an incident answers only in its own channel (or to that channel's members).
-        access=channel_access(client, invocation),
+        user_exists=user_checker(client) if client is not None else None,
+        access=access,
+        followups=FollowupStore(services.state_db),
     )
-    published = await publish(client, store, result, settings.incident_contacts)
+    if result.outcome == "stats":
+        # The picture is for Slack; the terminal draws it only for --png.
+        return await draw(result) if invocation.source != "cli" else result
+    if args.action == "declare":
+        result = result.model_copy(update={"place": args.place or settings.incident_workspace})
+    published = await present_change(services, client, store, result)
     if args.graph and published.outcome == "updated" and client is not None:
         published = await attach_graph(services, client, published)
     return published
+
+
+async def present_change(
+    services: Services, client: AsyncWebClient | None, store: IncidentStore, result: IncidentResult
+) -> IncidentResult:
+    """Show a change in Slack with the settings' workspace and the graphs of the incident's window."""
+
+    def links(incident: Incident, now: datetime) -> tuple[str, str] | None:
+        return incident_graphs_link(services, incident, now)
+
+    return await present(client, store, result, Workspace.of(services.settings), links)
+
+
+async def open_update_form(
+    client: AsyncWebClient,
+    store: IncidentStore,
+    args: IncidentArgs,
+    channel: str | None,
+    access: ChannelAccess | None,
+    trigger_id: str,
+) -> IncidentResult:
+    """Open the tactical update form (Conditions · Actions · Needs) of the incident asked about."""
+    incident = await incident_command.open_target(store, args, channel, access)
+    try:
+        await client.views_open(trigger_id=trigger_id, view=update_modal(incident, channel))
+    except SlackApiError as error:
+        raise UsageError(
+            f"the update form could not open ({slack_error_code(error)}); /incident update <text> works too",
+            incident_command.USAGE,
+        ) from None
+    return IncidentResult(outcome="form", incident=incident, as_of=datetime.now(UTC))
 
 
 async def attach_graph(services: Services, client: AsyncWebClient, result: IncidentResult) -> IncidentResult:
@@ -63,7 +117,7 @@ async def attach_graph(services: Services, client: AsyncWebClient, result: Incid
 
 
 def required_role(tokens: list[str]) -> Role:
-    """Reading an incident (timeline, contacts) needs a viewer; changing it needs a responder.
+    """Reading an incident (timeline, contacts, stats) needs a viewer; changing it needs a responder.
 
     Read from the parsed arguments, as `run` reads them, so options anywhere give the same role.
     """

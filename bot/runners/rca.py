@@ -12,6 +12,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.followup_store import FollowupStore
 from adapters.incident_store import Incident, IncidentStore
 from bot.config import Settings
 from bot.invocation import Invocation
@@ -20,10 +21,12 @@ from bot.runners.backup import backup_store
 from bot.runners.graph import incident_graph_links
 from bot.services import Services
 from bot.slack.errors import slack_error_code
+from bot.slack.incident_workspace import bookmark
 from bot.slack.membership import channel_access
 from commands import rca
 from commands.backup_store import backup_time
 from commands.base import UsageError
+from commands.followups import FollowupFiling
 from commands.incident import check_access, is_user_id
 from commands.rca import RcaResult
 
@@ -93,8 +96,15 @@ async def user_names(
     client: AsyncWebClient | None, store: IncidentStore, incident: Incident
 ) -> dict[str, str]:
     """Look up the names of the Slack users in an incident, for the issue (ids where unknown)."""
-    people = {incident.commander or "", incident.declared_by}
+    people = {
+        incident.commander or "",
+        incident.comms_lead or "",
+        incident.scribe or "",
+        incident.declared_by,
+    }
     people |= {event.actor or "" for event in await store.events(incident.id)}
+    for followup in await FollowupStore(store.state_db).of(incident.id):
+        people |= {followup.owner or "", followup.created_by}
     names: dict[str, str] = {}
     if client is None:
         return names
@@ -148,13 +158,17 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
             incident.started_at,
             incident.resolved_at or datetime.now(UTC),
         ),
+        followups=await FollowupStore(services.state_db).of(incident.id),
     )
     if args.file:
         return await file_and_show(services, client, store, incident, actor, args.force)
     result = RcaResult(outcome="drafted", incident=incident, draft=stored, preview_only=args.preview_only)
     if args.preview_only:
         return result
-    return await show_preview(client, store, result)
+    result = await show_preview(client, store, result)
+    if client is not None and not result.slack_problems:
+        result = await _bookmark_rca(client, store, result)
+    return result
 
 
 async def file_and_show(
@@ -165,13 +179,47 @@ async def file_and_show(
     actor: str,
     force: bool = False,
 ) -> RcaResult:
-    """File the stored draft, then bring its preview message up to date."""
-    result = await rca.file(
-        store, services.github, incident, environment=services.settings.environment, actor=actor, force=force
+    """File the stored draft and its follow-ups, then bring its preview and bookmark up to date."""
+    filing = FollowupFiling(
+        store=FollowupStore(services.state_db),
+        labels=list(services.settings.followup_labels),
+        names=await user_names(client, store, incident),
     )
-    if result.outcome != "not_filed" and client is not None and result.draft.preview_ts:
-        await show_preview(client, store, result)
+    result = await rca.file(
+        store,
+        services.github,
+        incident,
+        environment=services.settings.environment,
+        actor=actor,
+        force=force,
+        followups=filing,
+    )
+    if result.outcome != "not_filed" and client is not None:
+        if result.draft.preview_ts:
+            result = await show_preview(client, store, result)
+        result = await _bookmark_rca(client, store, result)
     return result
+
+
+async def _bookmark_rca(client: AsyncWebClient, store: IncidentStore, result: RcaResult) -> RcaResult:
+    """Bookmark the RCA in the incident's own channel: its preview, then the filed issue."""
+    incident = await store.get(result.incident.id) or result.incident
+    if not incident.has_own_channel:
+        return result
+    draft, problems = result.draft, list(result.slack_problems)
+    url: str | None = draft.issue_url
+    title = f"RCA: GitHub issue #{draft.issue_number}" if draft.issue_url else "RCA draft"
+    if url is None and draft.preview_ts and draft.preview_channel:
+        try:
+            answer = await client.chat_getPermalink(
+                channel=draft.preview_channel, message_ts=draft.preview_ts
+            )
+            url = str(answer.get("permalink") or "") or None
+        except SlackApiError as error:
+            problems.append(f"could not bookmark the RCA draft: {slack_error_code(error)}")
+    if url:
+        await bookmark(client, store, incident, "rca", title, url, problems)
+    return result.model_copy(update={"slack_problems": problems})
 
 
 async def show_preview(client: AsyncWebClient | None, store: IncidentStore, result: RcaResult) -> RcaResult:

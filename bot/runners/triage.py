@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from bot.invocation import Invocation
-from bot.render.triage import TriageWithGraph
-from bot.runners import graph as graph_runner
 from bot.runners.changes import change_sources
 from bot.services import Services
 from commands import triage
@@ -34,6 +33,9 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
     """Run the checklist (or a lookup); in Slack, draw the key metrics meanwhile for the thread."""
     command = triage.parse(tokens)
     settings = services.settings
+    if isinstance(command, triage.LookupArgs | triage.LogsArgs):
+        # One request's lines, or the recent ones: the logs (and audit_log) only, no checklist read.
+        return await triage.run(command, sources(services), None)
     checklist = load_checklist(settings.triage_checklist)
     checks = triage.run(
         command,
@@ -57,29 +59,43 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
     report = await checks
     if not isinstance(report, triage.TriageReport):
         return report
-    report = await with_changes(services, report, checklist)
+    report = await with_changes(services, report, checklist, command.window)
     if invocation.source == "cli":
         return report
     # In Slack the thread also gets the last hour of the 5xx ratio and P95, onsets and suspects marked.
+    from bot.render.triage import TriageWithGraph
+    from bot.runners import graph as graph_runner
+
     picture = await graph_runner.key_metrics_report(services, extra=change_markers(report.changes))
     return TriageWithGraph(**dict(report), graph=picture)
 
 
 async def with_changes(
-    services: Services, report: triage.TriageReport, checklist: Checklist
+    services: Services, report: triage.TriageReport, checklist: Checklist, window: timedelta | None = None
 ) -> triage.TriageReport:
-    """Add, for breached checks, when each crossed its threshold and what changed just before."""
+    """Add, for breached checks, when each crossed its threshold and what changed just before.
+
+    A PromQL check that could not be read (Prometheus down, say) may be breached too: its onset is
+    asked for as well, so that the report names what is missing instead of staying silent.
+    """
     breached: list[tuple[str, Literal["warn", "critical"]]] = [
         (finding.id, finding.status) for finding in report.findings if finding.status in ("warn", "critical")
     ]
-    if not breached:
+    promql = {check.id for check in checklist.checks if isinstance(check, PromqlCheck)}
+    blind: list[tuple[str, Literal["warn", "critical"]]] = [
+        (finding.id, "warn")
+        for finding in report.findings
+        if finding.status == "unknown" and finding.id in promql and finding.value is None
+    ]
+    if not breached and not blind:
         return report
     changes = await what_changed(
         services.prometheus,
         checklist,
-        breached,
+        breached + blind,
         change_sources(services),
         timeout=services.settings.dependency_timeout_seconds,
+        window=window,
     )
     return report.model_copy(update={"changes": changes})
 

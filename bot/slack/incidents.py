@@ -27,7 +27,7 @@ from adapters.postgres import PostgresAdapter
 from bot.render.common import section
 from bot.render.incident import event_message, header_message
 from bot.slack.errors import slack_error_code
-from commands.incident import Contact, IncidentResult, UserResolver
+from commands.incident import Contact, IncidentResult, UserCheck, UserResolver
 
 log = structlog.get_logger("chatops.incidents")
 
@@ -103,7 +103,7 @@ async def publish(
     if client is None:
         problem = "Slack is not configured (SLACK_BOT_TOKEN), so nothing was posted"
         return result.model_copy(update={"slack_problems": [problem]})
-    problems: list[str] = []
+    problems = list(result.slack_problems)
     incident = await sync_header(client, store, incident, contacts, result.as_of, problems)
     if incident.header_ts is not None and result.event is not None:
         message = event_message(incident, result.event)
@@ -201,3 +201,20 @@ def user_resolver(client: AsyncWebClient) -> UserResolver:
         return None
 
     return resolve
+
+
+def user_checker(client: AsyncWebClient) -> UserCheck:
+    """Build a check that Slack knows a user id (users.info): True, False, or None when it cannot say."""
+
+    async def exists(user_id: str) -> bool | None:
+        try:
+            answer = await client.users_info(user=user_id)
+        except SlackApiError as error:
+            code = slack_error_code(error)
+            if code in ("user_not_found", "user_not_visible"):
+                return False
+            log.warning("users_info_failed", error=code)
+            return None
+        return not bool((answer.get("user") or {}).get("deleted"))
+
+    return exists

@@ -6,14 +6,16 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.render.common import SECTION_LIMIT, Block, Message, Upload, split_text
 from bot.slack.errors import slack_error_code
+
+if TYPE_CHECKING:  # the async client brings aiohttp: loaded by whoever builds one
+    from slack_sdk.web.async_client import AsyncWebClient
 
 MAX_BLOCKS = 50
 # A file on disk goes to Slack's upload URL a chunk at a time, each write within the timeout.

@@ -5,11 +5,10 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.postgres import PostgresAdapter
 from bot.invocation import Invocation
@@ -26,6 +25,9 @@ from bot.slack.posting import (
     split_message,
     upload_from_disk,
 )
+
+if TYPE_CHECKING:  # the async client brings aiohttp: loaded by whoever builds one
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = structlog.get_logger("chatops.slack")
 
@@ -215,7 +217,13 @@ async def _upload_from_memory(client: AsyncWebClient, channel: str, thread_ts: s
 async def tell_caller(
     client: AsyncWebClient, respond: Responder | None, channel: str, user: str, text: str
 ) -> None:
-    """Answer only the person who acted."""
+    """Answer only the person who acted (from the Home tab, where there is no channel: by DM)."""
+    if not channel:
+        try:
+            await client.chat_postMessage(channel=user, text=text)
+        except SlackApiError as error:
+            log.error("answer_undeliverable", channel="dm", reason=slack_error_code(error))
+        return
     try:
         await client.chat_postEphemeral(channel=channel, user=user, text=text)
     except SlackApiError:

@@ -21,11 +21,21 @@ from bot.services import Services
 from bot.slack.posting import ChannelPacer, ResponseUrlSpent
 from bot.slack.reply import post_reply
 from commands.alert import Alert
-from commands.base import UsageError
+from commands.base import UsageError, format_duration
+from commands.triage.args import MAX_WINDOW, MIN_WINDOW
 
 log = structlog.get_logger("chatops.alert_triage")
 
 SEVERITIES = ("info", "warning", "error", "critical")
+
+
+def triage_tokens(alert: Alert | None) -> list[str]:
+    """Return the triage's arguments: the window of the rule that fired (its expression's range),
+    so that the findings judge what the alert judged; none (the checklist's window) otherwise."""
+    window = alert.expression_window() if alert is not None else None
+    if window is None or not MIN_WINDOW <= window <= MAX_WINDOW or window.total_seconds() % 1:
+        return []
+    return [f"window={format_duration(window)}"]
 
 
 async def _no_response_url(**_: Any) -> Any:
@@ -42,16 +52,23 @@ class AlertTriage:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def wanted(self, alert: Alert) -> bool:
-        """Return whether this alert's severity asks for a triage (the setting, and anything worse)."""
+        """Return whether this alert's severity asks for a triage (the setting, and anything worse).
+
+        An alert that does not say how bad it is (no `severity` label, or one outside info, warning,
+        error, critical) is triaged whenever triage is on: not knowing is no reason not to look, and
+        a triage only reads, once per group. "none" turns every triage off, labelled or not.
+        """
         floor = self.services.settings.alert_triage_severity.lower()
         if floor not in SEVERITIES:
             return False  # "none" (or anything else): never by itself
         severity = alert.labels.get("severity", "").lower()
-        return severity in SEVERITIES and SEVERITIES.index(severity) >= SEVERITIES.index(floor)
+        if severity not in SEVERITIES:
+            return True
+        return SEVERITIES.index(severity) >= SEVERITIES.index(floor)
 
-    def start(self, group_key: str, message: AlertMessage) -> None:
-        """Triage in the background (the webhook's answer does not wait)."""
-        task = asyncio.create_task(self._run(group_key, message))
+    def start(self, group_key: str, message: AlertMessage, alert: Alert | None = None) -> None:
+        """Triage in the background (the webhook's answer does not wait), over the alert's window."""
+        task = asyncio.create_task(self._run(group_key, message, triage_tokens(alert)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -74,7 +91,7 @@ class AlertTriage:
             )
         return bool(won)
 
-    async def _run(self, group_key: str, message: AlertMessage) -> None:
+    async def _run(self, group_key: str, message: AlertMessage, tokens: list[str]) -> None:
         thread = message.thread_ts or message.ts
         try:
             if not await self._claim(group_key, message.fingerprint):
@@ -92,7 +109,7 @@ class AlertTriage:
             invocation = Invocation(
                 request_id=new_request_id(), source="slack", user_id=None, channel_id=message.channel_id
             )
-            result = await execute(spec, self.services, [], invocation)
+            result = await execute(spec, self.services, tokens, invocation)
             await post_reply(
                 self.client,
                 _no_response_url,

@@ -70,7 +70,7 @@ def alerts_endpoint(
             if triage is not None and outcomes[alert.fingerprint] == "posted" and triage.wanted(alert):
                 posted = await store.alert_by_fingerprint(alert.fingerprint)
                 if posted is not None:
-                    triage.start(notification.group_key, posted)
+                    triage.start(notification.group_key, posted, alert)
         failed = [fingerprint for fingerprint, outcome in outcomes.items() if outcome == "failed"]
         log.info("alerts_received", group=notification.group_key, outcomes=outcomes)
         # A 5xx makes Alertmanager retry the whole notification; what did get posted is then edited.

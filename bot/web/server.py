@@ -29,6 +29,7 @@ from bot.state import migrate, runtime_role
 from bot.web.alert_triage import AlertTriage
 from bot.web.alerts import alerts_endpoint
 from bot.web.fast_ack import FastAck
+from bot.web.reminders import ReminderLoop
 from bot.web.replay import ReplayGuard
 from bot.web.socket_mode import OnceSocketModeHandler
 
@@ -208,7 +209,10 @@ async def serve(settings: Settings) -> int:
         )
     )
     socket_handler = None
+    # Update reminders of open incidents: each replica looks, each reminder is sent once.
+    reminders = ReminderLoop(runtime.services, slack_app.client)
     try:
+        reminders.start()
         if settings.slack_app_token is not None:
             # Once, up front: a wrong app token would otherwise retry forever and never serve.
             problem = await _check_app_token(slack_app.client, settings.slack_app_token.get_secret_value())
@@ -231,6 +235,7 @@ async def serve(settings: Settings) -> int:
         # Returns once a signal came and the HTTP requests in progress are answered.
         await server.serve()
     finally:
+        await reminders.stop()
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]
         # Commands already acknowledged still owe their answer: let the queued ones reach their

@@ -16,6 +16,7 @@ from commands.base import (
     parse_duration,
     parse_positive_int,
 )
+from commands.ids import parse_id
 
 USAGE = (
     "/triage [window=5m] | trace <trace_id> | request <request_id>"
@@ -31,7 +32,8 @@ MAX_LOGS_LIMIT = 500
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
+# An AWS X-Ray trace header: Root=1-<8 hex>-<24 hex>;Parent=...;Sampled=...
+_XRAY_HEADER = re.compile(r"(?:^|;)Root=(1-[0-9a-fA-F]{8}-[0-9a-fA-F]{24})(?:;|$)")
 
 
 class TriageArgs(BaseModel):
@@ -100,30 +102,31 @@ def _window(text: str) -> timedelta:
 
 
 def parse_trace_id(text: str, usage: str = USAGE) -> str:
-    """Accept a W3C trace id (32 hex digits) or a whole traceparent header; return the trace id."""
-    candidate = text.strip().lower()
-    match = _TRACEPARENT.match(candidate)
-    if match:
-        candidate = match.group(1)
-    if not _TRACE_ID.match(candidate) or set(candidate) == {"0"}:
-        raise UsageError(
-            f"`{text[:60]}` is not a trace id: expected 32 hexadecimal digits (a W3C trace-id, "
-            "as in the logs' trace_id field), not all zero",
-            usage,
-        )
+    """Accept a trace id as platforms write it, and return the id the logs hold.
+
+    Any token of printable characters is an id (X-Ray `1-5759e988-...`, 16-hex, vendor ids ...).
+    Headers give their trace id: a W3C traceparent, an X-Ray `Root=...;Parent=...`. A W3C trace id
+    (32 hex digits) is written in lower case, as W3C and the logs write it; all zeros is no trace.
+    """
+    candidate = parse_id(text, "a trace id", usage)
+    traceparent = _TRACEPARENT.match(candidate.lower())
+    if traceparent:
+        candidate = traceparent.group(1)
+    xray = _XRAY_HEADER.search(candidate)
+    if xray:
+        candidate = xray.group(1)
+    if _TRACE_ID.match(candidate.lower()):
+        candidate = candidate.lower()
+        if set(candidate) == {"0"}:
+            raise UsageError(
+                f"`{text[:60]}` is not a trace id: W3C calls the all-zero trace id invalid", usage
+            )
     return candidate
 
 
 def parse_request_id(text: str, usage: str = USAGE) -> str:
-    """Accept a request id as the platform writes it (X-Request-ID): 8 to 128 safe characters."""
-    candidate = text.strip()
-    if not _REQUEST_ID.match(candidate):
-        raise UsageError(
-            f"`{text[:60]}` is not a request id: expected 8 to 128 letters, digits, '-', '_', '.' or ':' "
-            "(as in the logs' request_id field)",
-            usage,
-        )
-    return candidate
+    """Accept a request id as platforms write it (X-Request-ID): any token of printable characters."""
+    return parse_id(text, "a request id", usage)
 
 
 def _parse_logs(args: Arguments) -> LogsArgs:

@@ -7,10 +7,12 @@ import os
 import re
 import shutil
 from collections.abc import Awaitable, Sequence
+from datetime import timedelta
+from typing import NamedTuple
 
 from adapters.base import ClockReading, DependencyError, classify
 from adapters.engine import ContainerStats
-from commands.formatting import format_bytes, format_value
+from commands.formatting import format_bytes, format_span, format_value
 from commands.triage.models import Evidence
 from commands.triage.sources import Measurement, TriageRun, need
 from commands.triage_checklist import ClockCheck, ContainersCheck, DiskCheck
@@ -73,7 +75,7 @@ async def measure_containers(check: ContainersCheck, run: TriageRun) -> Measurem
     stats: list[ContainerStats] = await run.shared(
         ("engine-stats", check.sample_seconds), lambda: engine.platform_stats(check.sample_seconds)
     )
-    evidence = [_containers_table(stats)]
+    evidence = [_containers_table(stats, run.window, check)]
     project = engine.compose_project
     if not stats:
         return Measurement(
@@ -111,16 +113,17 @@ async def measure_containers(check: ContainersCheck, run: TriageRun) -> Measurem
         images = ", ".join(sorted({item.image for item in backend}))
         return Measurement(None, ", ".join(versions), "count", f"image {images}", evidence)
     if check.measure == "cpu":
-        measured = [item for item in stats if item.cpu_percent is not None]
-        if not measured:
+        judged = [
+            (found, item) for item in stats if (found := judged_cpu(item, run.window, check)) is not None
+        ]
+        if not judged:
             return Measurement(
                 None, "not measured", status="unknown", reason="no running container", evidence=evidence
             )
-        worst = max(measured, key=lambda item: item.cpu_percent or 0.0)
-        share = (worst.cpu_percent or 0.0) / 100
-        return Measurement(
-            share, f"{format_value(share, 'percent')} of a core", "percent", worst.name, evidence
-        )
+        cpu, worst = max(judged, key=lambda pair: pair[0].percent)
+        share = cpu.percent / 100
+        figure = f"{format_value(share, 'percent')} of a core"
+        return Measurement(share, figure, "percent", f"{worst.name}, {cpu.over}", evidence)
     measured = [item for item in stats if item.memory_bytes is not None and item.memory_limit_bytes]
     if not measured:
         return Measurement(
@@ -137,13 +140,47 @@ async def measure_containers(check: ContainersCheck, run: TriageRun) -> Measurem
     )
 
 
-def _containers_table(stats: list[ContainerStats]) -> Evidence:
+class CpuJudgement(NamedTuple):
+    """A container's CPU over a triage's window: percent of one core, and how it was taken."""
+
+    percent: float
+    over: str  # said in the finding: "sampled over 0.5 s", "averaged over its 12 s since it started ..."
+    since_start: bool
+
+
+def judged_cpu(item: ContainerStats, window: timedelta, check: ContainersCheck) -> CpuJudgement | None:
+    """Return a container's CPU over the triage's window, and how it was taken.
+
+    A container younger than the window is judged on its average since it started, which is its
+    CPU over the window: a sample of its first seconds (interpreter start-up, 100 % of a core for
+    a moment) would say nothing of the window. An older one is sampled over `sample_seconds`, as
+    `docker stats` shows it (the engine keeps no history to average a longer window on).
+    """
+    age = item.age_seconds
+    if age is not None and item.lifetime_cpu_percent is not None and 0 < age < window.total_seconds():
+        lived, span = format_span(age), format_span(window.total_seconds())
+        over = f"averaged over its {lived} since it started (younger than the {span} window)"
+        return CpuJudgement(item.lifetime_cpu_percent, over, since_start=True)
+    if item.cpu_percent is None:
+        return None
+    return CpuJudgement(item.cpu_percent, f"sampled over {check.sample_seconds:g} s", since_start=False)
+
+
+def _cpu_cell(item: ContainerStats, window: timedelta, check: ContainersCheck) -> str:
+    judged = judged_cpu(item, window, check)
+    if judged is None:
+        return "—"
+    figure = format_value(judged.percent / 100, "percent")
+    return f"{figure} (its {format_span(item.age_seconds or 0)} so far)" if judged.since_start else figure
+
+
+def _containers_table(stats: list[ContainerStats], window: timedelta, check: ContainersCheck) -> Evidence:
     rows = [
         [
             item.name,
             item.service or "—",
             item.status,
-            format_value(item.cpu_percent / 100, "percent") if item.cpu_percent is not None else "—",
+            _cpu_cell(item, window, check),
             format_bytes(item.memory_bytes) if item.memory_bytes is not None else "—",
             str(item.restart_count),
             item.image,

@@ -13,19 +13,21 @@ from commands.triage_checklist import Checklist
 async def run(
     command: TriageCommand,
     sources: TriageSources,
-    checklist: Checklist,
+    checklist: Checklist | None,
     *,
     checklist_path: str = "",
     default_timeout: float | None = None,
     lookup_timeout: float = 10.0,
 ) -> CommandResult:
-    """Run whichever form of /triage was asked for."""
+    """Run whichever form of /triage was asked for (a lookup or the logs need no checklist)."""
     if isinstance(command, LookupArgs):
         return await run_lookup(command, sources.log_paths, sources.platform_db, lookup_timeout)
     if isinstance(command, LogsArgs):
         return await run_logs(command, sources.log_paths, sources.clock())
     if isinstance(command, ChangesArgs):
         raise TypeError("/triage changes needs the bot's change sources: its runner answers it")
+    if checklist is None:
+        raise TypeError("the checklist run needs the checklist")
     return await run_triage(
         command, sources, checklist, checklist_path=checklist_path, default_timeout=default_timeout
     )

@@ -14,12 +14,15 @@ from adapters.postgres import PostgresAdapter
 from commands import logsearch
 from commands.base import format_duration
 from commands.formatting import elapsed_ms
+from commands.ids import json_forms
 from commands.triage.args import LogsArgs, LookupArgs
 from commands.triage.models import LogEntry, LogsReport, LookupReport, Scan, cut
 from commands.triage.sources import need, utc_now
 
 LOOKUP_AUDIT_LIMIT = 200
 
+# strpos, not LIKE: the id is literal text (its % and _ are no wildcards). PostgreSQL writes jsonb
+# as text without escaping non-ASCII characters: the caller passes the id as that text holds it.
 _AUDIT_LOOKUP_SQL = """
 SELECT id, timestamp, action, username, user_id::text AS user_id, host(ip_address) AS ip,
        details::text AS details
@@ -120,9 +123,11 @@ async def run_lookup(
     """Find every log line and audit row mentioning the id, in time order, reading logs and DB at once."""
     started = time.perf_counter()
     files = logsearch.expand(log_paths)
+    # The id as JSON writes it: lines and rows are JSON text (a backslash doubled, and so on).
+    spellings = json_forms(args.id)
     found, audit = await asyncio.gather(
-        asyncio.to_thread(logsearch.search, files, args.id),
-        asyncio.wait_for(_audit_rows(platform_db, args.id, timeout), timeout),
+        asyncio.to_thread(logsearch.search, files, spellings),
+        asyncio.wait_for(_audit_rows(platform_db, spellings[0], timeout), timeout),
         return_exceptions=True,
     )
     if isinstance(found, BaseException):

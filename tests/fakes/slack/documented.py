@@ -30,6 +30,13 @@ def _param(name: str, location: str, type_: str, required: bool = False) -> dict
 #   thread_ts, blocks). The array's shape is checked in spec.check_complete_upload.
 # - apps.connections.open (Socket Mode): docs.slack.dev/reference/methods/apps.connections.open,
 #   no arguments, an app-level (xapp-) token, POST.
+# - bookmarks.add / bookmarks.edit (the incident channel's runbook, graphs and RCA):
+#   docs.slack.dev/reference/methods/bookmarks.add ("Required arguments: token, channel_id, title,
+#   type"; optional link, emoji, entity_id, access_level, parent_id; "Bookmarking a link requires:
+#   channel_id, title, type, and a url"; form or JSON; scope bookmarks:write) and
+#   api.slack.com/methods/bookmarks.edit ("Required arguments: token, bookmark_id, channel_id";
+#   optional emoji, link, title). Machine-readable copies: slack-ruby/slack-api-ref
+#   methods/bookmarks/bookmarks.add.json and bookmarks.edit.json.
 EXTRA_METHODS: dict[str, dict[str, Any]] = {
     "files.getUploadURLExternal": {
         "verbs": ["get", "post"],
@@ -59,6 +66,33 @@ EXTRA_METHODS: dict[str, dict[str, Any]] = {
         "verbs": ["post"],
         "consumes": ["application/x-www-form-urlencoded"],
         "parameters": [_param("token", "header", "string", True)],
+    },
+    "bookmarks.add": {
+        "verbs": ["post"],
+        "consumes": ["application/x-www-form-urlencoded", "application/json"],
+        "parameters": [
+            _param("token", "header", "string", True),
+            _param("channel_id", "formData", "string", True),
+            _param("title", "formData", "string", True),
+            _param("type", "formData", "string", True),
+            _param("link", "formData", "string"),
+            _param("emoji", "formData", "string"),
+            _param("entity_id", "formData", "string"),
+            _param("access_level", "formData", "string"),
+            _param("parent_id", "formData", "string"),
+        ],
+    },
+    "bookmarks.edit": {
+        "verbs": ["post"],
+        "consumes": ["application/x-www-form-urlencoded", "application/json"],
+        "parameters": [
+            _param("token", "header", "string", True),
+            _param("bookmark_id", "formData", "string", True),
+            _param("channel_id", "formData", "string", True),
+            _param("title", "formData", "string"),
+            _param("link", "formData", "string"),
+            _param("emoji", "formData", "string"),
+        ],
     },
 }
 
@@ -216,4 +250,39 @@ EXTRA_ERRORS: dict[str, frozenset[str]] = {
     ),
     # docs.slack.dev/reference/methods/apps.connections.open (slack-api-ref apps/apps.connections.open.json).
     "apps.connections.open": frozenset({"missing_args", "insecure_request", "forbidden_team", "is_bot"}),
+    # The "Errors" tables of docs.slack.dev/reference/methods/bookmarks.add and bookmarks.edit
+    # (slack-ruby/slack-api-ref methods/bookmarks/bookmarks.add.json, bookmarks.edit.json).
+    "bookmarks.add": frozenset(
+        {
+            "channel_not_found",
+            "file_not_found",
+            "invalid_bookmark_type",
+            "invalid_shortcut_type",
+            "invalid_child_type",
+            "invalid_emoji",
+            "invalid_entity_id",
+            "invalid_link",
+            "invalid_parent_type",
+            "not_implemented",
+            "parent_bookmark_disabled",
+            "parent_with_link",
+            "permission_denied",
+            "too_many_bookmarks",
+            "is_bot",
+        }
+    ),
+    "bookmarks.edit": frozenset(
+        {
+            "channel_not_found",
+            "invalid_bookmark_type",
+            "invalid_emoji",
+            "invalid_link",
+            "not_found",
+            "not_implemented",
+            "parent_with_link",
+            "permission_denied",
+            "restricted_action",
+            "is_bot",
+        }
+    ),
 }

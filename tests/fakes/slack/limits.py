@@ -46,6 +46,10 @@ POST_MESSAGE_BURST = 4.0
 # missing from this table.
 METHOD_TIERS: dict[str, int] = {
     "apps.connections.open": 1,
+    # bookmarks.*: "Rate limits: Tier 2" (api.slack.com/methods/bookmarks.edit; slack_kit's
+    # Slack.Web.Bookmarks docs: "Rate limit: Tier 2: 20+ per minute" for bookmarks.add).
+    "bookmarks.add": 2,
+    "bookmarks.edit": 2,
     "chat.delete": 3,
     "chat.postEphemeral": 4,
     "chat.update": 3,

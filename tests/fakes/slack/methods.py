@@ -15,6 +15,9 @@ from tests.fakes.slack.state import WorkspaceState
 # underscores, and must be 80 characters or less" (docs.slack.dev/reference/methods/conversations.create).
 CHANNEL_NAME = re.compile(r"[a-z0-9_-]+")
 MAX_CHANNEL_NAME = 80
+# bookmarks.add: "Conversations are limited to 100 bookmarks"
+# (docs.slack.dev/reference/methods/bookmarks.add).
+MAX_BOOKMARKS = 100
 # conversations.members: `limit` defaults to 100; the fake answers at most 1000 ids a page.
 MEMBERS_PAGE = 100
 MAX_MEMBERS_PAGE = 1000
@@ -34,6 +37,8 @@ class WebApiMethods(WorkspaceState):
     files: dict[str, FakeFile]
     pins: set[tuple[str, str]]
     views: dict[str, dict[str, Any]]
+    bookmarks: dict[str, list[dict[str, Any]]]
+    home_views: dict[str, dict[str, Any]]
 
     # ------------------------------------------------------------------ auth, chat, pins
 
@@ -294,7 +299,93 @@ class WebApiMethods(WorkspaceState):
             raise _refuse("no_such_subteam", f"no user group {call.params['usergroup']!r}")
         return {"ok": True, "users": list(members)}
 
+    # ------------------------------------------------------------------ bookmarks, permalinks
+
+    def _api_bookmarks_add(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """Add a link bookmark to a channel (scope bookmarks:write; "link" is the one type Slack takes)."""
+        self._need_scope("bookmarks:write")
+        channel = self._channel_for(call.method, call.params["channel_id"])
+        if call.params.get("type") != "link":
+            raise _refuse("invalid_bookmark_type", f"type {call.params.get('type')!r}: only link")
+        link = str(call.params.get("link") or "")
+        if not link.startswith(("http://", "https://")):
+            raise _refuse("invalid_link", "a link begins with http:// or https://")
+        with self._lock:
+            marks = self.bookmarks.setdefault(channel, [])
+            if len(marks) >= MAX_BOOKMARKS:
+                raise _refuse("too_many_bookmarks", f"{channel} has {MAX_BOOKMARKS} bookmarks")
+            mark = {
+                "id": self._new_id("Bk"),
+                "channel_id": channel,
+                "title": str(call.params["title"]),
+                "link": link,
+                "emoji": call.params.get("emoji"),
+                "icon_url": None,
+                "type": "link",
+                "entity_id": None,
+                "date_created": int(time.time()),
+                "date_updated": 0,
+                "rank": "g",
+                "last_updated_by_user_id": self.bot_user_id,
+                "last_updated_by_team_id": self.team_id,
+                "shortcut_id": None,
+                "app_id": self.app_id,
+            }
+            marks.append(mark)
+            return {"ok": True, "bookmark": dict(mark)}
+
+    def _api_bookmarks_edit(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """Change a bookmark's title or link (not_found for a bookmark the channel does not have)."""
+        self._need_scope("bookmarks:write")
+        channel = self._channel_for(call.method, call.params["channel_id"])
+        link = call.params.get("link")
+        if link is not None and not str(link).startswith(("http://", "https://")):
+            raise _refuse("invalid_link", "a link begins with http:// or https://")
+        with self._lock:
+            mark = next(
+                (
+                    item
+                    for item in self.bookmarks.get(channel, [])
+                    if item["id"] == call.params["bookmark_id"]
+                ),
+                None,
+            )
+            if mark is None:
+                raise _refuse("not_found", f"no bookmark {call.params['bookmark_id']!r} in {channel}")
+            for key in ("title", "link", "emoji"):
+                if call.params.get(key) is not None:
+                    mark[key] = call.params[key]
+            mark["date_updated"] = int(time.time())
+            return {"ok": True, "bookmark": dict(mark)}
+
+    def _api_chat_getPermalink(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """Answer the permalink of a stored message, as Slack writes them (thread replies included)."""
+        channel = self._channel_for(call.method, call.params["channel"])
+        ts = str(call.params["message_ts"])
+        with self._lock:
+            message = self._find_message(channel, ts)
+        if message is None:
+            raise _refuse("message_not_found", f"no message {ts} in {channel}")
+        link = f"https://{self.team_domain}.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        thread = message.get("thread_ts")
+        if thread and thread != ts:
+            link += f"?thread_ts={thread}&cid={channel}"
+        return {"ok": True, "channel": channel, "permalink": link}
+
     # ------------------------------------------------------------------ views
+
+    def _api_views_publish(self, call: SlackCall, spec: MethodSpec) -> dict[str, Any]:
+        """Publish a user's Home tab (kept by user id in `home_views`) and return it as a view."""
+        user = str(call.params["user_id"])
+        with self._lock:
+            if user not in self.users:
+                raise _refuse("invalid_arguments", f"no user {user!r} in the workspace")
+            previous = self.home_views.get(user)
+        view_id = previous["id"] if previous else self._new_id("V")
+        stored = self._store_view(call.params["view"], view_id, previous)
+        with self._lock:
+            self.home_views[user] = stored
+        return {"ok": True, "view": stored}
 
     def _store_view(
         self, view: dict[str, Any], view_id: str, previous: dict[str, Any] | None

@@ -96,6 +96,9 @@ class FakeSlack(WebApiMethods):
         self.files: dict[str, FakeFile] = {}
         self.pins: set[tuple[str, str]] = set()
         self.views: dict[str, dict[str, Any]] = {}
+        # Each channel's bookmarks (bookmarks.add), and each user's published Home tab (views.publish).
+        self.bookmarks: dict[str, list[dict[str, Any]]] = {}
+        self.home_views: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}

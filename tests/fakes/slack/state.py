@@ -67,6 +67,11 @@ ACCESS: dict[str, Access] = {
     # to an app in it (docs.slack.dev/reference/methods/conversations.members).
     "conversations.members": Access(None, None, "channel_not_found"),
     "files.completeUploadExternal": Access("invalid_channel", "not_in_channel", "invalid_channel"),
+    # A private channel the app is not in is invisible to it (bookmarks.add and .edit list
+    # channel_not_found); a public one it is not in is not modelled (no documented answer).
+    "bookmarks.add": Access(None, None, "channel_not_found"),
+    "bookmarks.edit": Access(None, None, "channel_not_found"),
+    "chat.getPermalink": Access(None, None, "channel_not_found"),
 }
 
 
