@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 
 from commands.base import UsageError
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(tokens)
     except UsageError as error:
-        print(f"sandbox: {error.message}\nusage: {_USAGE_LINES}", file=sys.stderr)
+        # Quoted as a terminal quotes a word, not in Slack's code marks.
+        message = re.sub(r"`([^`]*)`", r"'\1'", error.message)
+        print(f"sandbox: {message}\nusage: {_USAGE_LINES}", file=sys.stderr)
         return 2
     # The platform's pieces (engine, processes, HTTP) are imported once the line is understood.
     from bot.config import ConfigError, load_settings

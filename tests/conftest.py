@@ -25,6 +25,7 @@ for _name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "GIT
 from bot.config import Settings  # noqa: E402
 from bot.observability import configure_logging  # noqa: E402
 from sandbox.manager import SandboxStatus  # noqa: E402
+from sandbox.platform_db import ensure_database  # noqa: E402
 from sandbox.testing import ensure_sandbox  # noqa: E402
 from tests.fakes import FakeSlack  # noqa: E402
 from tests.local_services import ADMIN_DSN, ensure_postgres, ensure_redis  # noqa: E402
@@ -85,8 +86,14 @@ def require_fixture(name: str, what: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres() -> str:
-    """The machine's PostgreSQL on 127.0.0.1:5432, started if it does not answer; the admin DSN."""
-    return ensure_postgres()
+    """The machine's PostgreSQL on 127.0.0.1:5432, started if it does not answer; the admin DSN.
+
+    The bot's default state database is created too: a bot served by a test keeps its records
+    there, and on a fresh machine nothing else may have made it yet (the sandbox does, when up).
+    """
+    dsn = ensure_postgres()
+    asyncio.run(ensure_database(make_settings().state_database_url))
+    return dsn
 
 
 @pytest.fixture(scope="session")

@@ -349,7 +349,7 @@ def test_cli_forms_bad_input_and_indexes(cli_env: dict[str, str], empty_dsn: str
 
     bad = chatops(cli_env, "audit", "ip", "10.0.0.300")
     assert bad.returncode == 2
-    assert b"`10.0.0.300` is not an IP address or CIDR network" in bad.stderr
+    assert b"'10.0.0.300' is not an IP address or CIDR network" in bad.stderr
 
     listed = chatops(cli_env, "audit", "indexes")
     assert listed.returncode == 0
@@ -364,4 +364,4 @@ def test_cli_forms_bad_input_and_indexes(cli_env: dict[str, str], empty_dsn: str
 def test_cli_window_is_bounded_by_the_setting(cli_env: dict[str, str]) -> None:
     done = chatops({**cli_env, "CHATOPS_AUDIT_MAX_WINDOW_DAYS": "7"}, "audit", "mfa", "since=8d")
     assert done.returncode == 2
-    assert b"since: `8d` is longer than the maximum of 7d" in done.stderr
+    assert b"since: '8d' is longer than the maximum of 7d" in done.stderr

@@ -126,7 +126,7 @@ def test_cli_usage_error_exits_2() -> None:
         [sys.executable, "-m", "bot", "health", "now"], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert done.returncode == 2
-    assert "unexpected argument `now`" in done.stderr
+    assert "unexpected argument 'now'" in done.stderr
 
 
 @pytest.mark.usefixtures("postgres", "redis")

@@ -58,7 +58,7 @@ def test_help_anywhere_in_the_line_and_help_alone(capsys: pytest.CaptureFixture[
         assert f"\n  {name} " in overview, name
     # An unknown command is named, with exit 2, help asked or not.
     assert main(["deploy", "--help"]) == 2
-    assert "unknown command `deploy`" in capsys.readouterr().err
+    assert "unknown command 'deploy'" in capsys.readouterr().err
 
 
 def test_usage_read_without_running_its_module_is_the_modules_own() -> None:

@@ -212,7 +212,7 @@ def test_cli_bad_subcommand_and_trace_exit_2_with_usage() -> None:
         [sys.executable, "-m", "bot", "triage", "bogus"], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert bad.returncode == 2
-    assert "unknown subcommand `bogus`" in bad.stderr and "usage: chatops triage" in bad.stderr
+    assert "unknown subcommand 'bogus'" in bad.stderr and "usage: chatops triage" in bad.stderr
     trace = subprocess.run(
         [sys.executable, "-m", "bot", "triage", "trace", "x y"],
         capture_output=True,
@@ -221,7 +221,7 @@ def test_cli_bad_subcommand_and_trace_exit_2_with_usage() -> None:
         timeout=60,
     )
     assert trace.returncode == 2
-    assert "`x y` is not a trace id: it contains a space" in trace.stderr
+    assert "'x y' is not a trace id: it contains a space" in trace.stderr
 
 
 # --- the checklist file ---------------------------------------------------------------------

@@ -57,10 +57,10 @@ async def run_through_gate(
         user = _need_user(runtime.services.settings)
         approval = await runtime.gate.propose(proposal, invocation)
     except UsageError as error:
-        print(f"chatops: {error.message}", file=sys.stderr)
+        print(f"chatops: {plain(error.message, quote_code=True)}", file=sys.stderr)
         return EXIT_USAGE
     except Refused as refusal:
-        print(f"chatops: refused: {refusal.message}", file=sys.stderr)
+        print(f"chatops: refused: {plain(refusal.message, quote_code=True)}", file=sys.stderr)
         return EXIT_NOT_DONE
     typed = None
     if approval.typed_word:
@@ -80,11 +80,11 @@ async def _confirm_and_run(
     try:
         confirmation = await runtime.gate.confirm(approval.id, user, code, typed)
     except Refused as refusal:
-        print(f"chatops: refused: {refusal.message}", file=sys.stderr)
+        print(f"chatops: refused: {plain(refusal.message, quote_code=True)}", file=sys.stderr)
         return EXIT_NOT_DONE
     if confirmation.kind == "mfa_failed":
         assert confirmation.verification is not None
-        print(f"chatops: {confirmation.verification.message}", file=sys.stderr)
+        print(f"chatops: {plain(confirmation.verification.message, quote_code=True)}", file=sys.stderr)
         return EXIT_NOT_DONE
     if confirmation.kind == "awaiting_second":
         print(
@@ -102,7 +102,7 @@ async def _execute(runtime: Runtime, approval: Approval, as_json: bool) -> int:
         with StepBars(err) as bars:
             result = await runtime.gate.execute(approval, bars.publish)
     except Refused as refusal:
-        print(f"chatops: not run: {refusal.message}", file=sys.stderr)
+        print(f"chatops: not run: {plain(refusal.message, quote_code=True)}", file=sys.stderr)
         if refusal.new_plan is not None:
             terminal_plan(refusal.new_plan.plan, err)
         return EXIT_NOT_DONE
@@ -127,7 +127,7 @@ async def run_gate_command(settings: Settings, name: str, tokens: list[str], as_
             return await _approve(runtime, user, tokens, as_json)
         return await _mfa(runtime, user, tokens)
     except UsageError as error:
-        print(f"chatops {name}: {error.message}", file=sys.stderr)
+        print(f"chatops {name}: {plain(error.message, quote_code=True)}", file=sys.stderr)
         # The terminal's own grammar (`chatops mfa confirm` asks for the code), not Slack's.
         print(f"usage: {BOT_COMMANDS[name].usage_text()}", file=sys.stderr)
         return EXIT_USAGE
@@ -192,7 +192,7 @@ async def _approve(runtime: Runtime, user: str, tokens: list[str], as_json: bool
     try:
         approval = await runtime.gate.may_confirm(approval_id, user)
     except Refused as refusal:
-        print(f"chatops: refused: {refusal.message}", file=sys.stderr)
+        print(f"chatops: refused: {plain(refusal.message, quote_code=True)}", file=sys.stderr)
         return EXIT_NOT_DONE
     terminal_plan(approval.plan, terminal_console(stderr=True))
     return await _confirm_and_run(runtime, approval, user, None, as_json)

@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sandbox_main((["--json"] if as_json else []) + rest)
     if name in ("config", "serve", "migrate") and rest:
-        print(f"chatops {name}: unexpected argument `{rest[0][:40]}` ({name} takes none)", file=sys.stderr)
+        print(f"chatops {name}: unexpected argument '{rest[0][:40]}' ({name} takes none)", file=sys.stderr)
         print(f"usage: chatops {name}", file=sys.stderr)
         return EXIT_USAGE
     import asyncio
@@ -87,7 +87,7 @@ async def run_command(
     """Run one slash command from the terminal and print its result (and write its picture)."""
     from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
     from bot.invocation import Invocation
-    from bot.render.common import terminal_console
+    from bot.render.common import plain, terminal_console
     from bot.services import Services
     from bot.state import migrate_best_effort, runtime_role
     from commands.base import UsageError
@@ -108,7 +108,7 @@ async def run_command(
         try:
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
-            print(f"chatops {spec.name}: {error.message}", file=sys.stderr)
+            print(f"chatops {spec.name}: {plain(error.message, quote_code=True)}", file=sys.stderr)
             print(f"usage: {terminal_usage(spec.name, error.usage or spec.usage)}", file=sys.stderr)
             return EXIT_USAGE
         except CommandTimeout as error:

@@ -146,7 +146,7 @@ def answer_help(args: list[str]) -> int | None:
 
 def unknown_command(name: str) -> str:
     """Say that a command does not exist, and which do."""
-    return f"chatops: unknown command `{name[:40]}`\n\n{usage_text()}"
+    return f"chatops: unknown command '{name[:40]}'\n\n{usage_text()}"
 
 
 def known(name: str) -> bool:

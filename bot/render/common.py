@@ -198,17 +198,21 @@ def _plain_prose(text: str) -> str:
     return text
 
 
-def plain(text: str) -> str:
+def plain(text: str, quote_code: bool = False) -> str:
     """Turn Slack mrkdwn into terminal text: no emoji codes, code marks, bold or link markup, entities.
 
     What is inside code spans and blocks is kept as it is (Slack formats nothing there); mentions
-    become @name or #channel, links `label (url)`, dates their fallback text.
+    become @name or #channel, links `label (url)`, dates their fallback text. With `quote_code`, an
+    inline code span keeps its bounds as quotes ('a b' is not a trace id), as error messages need.
     """
     pieces: list[str] = []
     last = 0
     for match in _CODE.finditer(text):
         pieces.append(_plain_prose(text[last : match.start()]))
-        pieces.append(match.group(1) if match.group(1) is not None else match.group(2))
+        if match.group(1) is not None:
+            pieces.append(match.group(1))
+        else:
+            pieces.append(f"'{match.group(2)}'" if quote_code else match.group(2))
         last = match.end()
     pieces.append(_plain_prose(text[last:]))
     text = "".join(pieces).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
