@@ -16,9 +16,9 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 from adapters.postgres import PostgresAdapter
+from adapters.severity import SEVERITIES, Severity
 
-Severity = Literal["P1", "P2", "P3", "P4"]
-SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
+__all__ = ["SEVERITIES", "Severity"]
 IncidentStatus = Literal["open", "resolved"]
 
 # Two-key advisory locks: (namespace, key). Declares in one channel take turns; so do filings of one RCA.

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from adapters.incident_store import SEVERITIES, Severity
+from adapters.severity import SEVERITIES, Severity
 from commands.base import UsageError, parse_duration
-from commands.incident import RUNBOOK_CONTACTS, Contact
+from commands.incident_contacts import RUNBOOK_CONTACTS, Contact
 
 # The sandbox keeps its sockets, data and logs here; the defaults below point at it.
 DEFAULT_SANDBOX_DIR = Path("/tmp/chatops-sandbox")

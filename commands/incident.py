@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.followup_store import Followup, FollowupStore
 from adapters.incident_store import Incident, IncidentStore, Severity, TimelineEvent
 from commands.base import CommandResult, UsageError
+from commands.incident_contacts import RUNBOOK_CONTACTS, Contact
 from commands.incident_grammar import (
     ROLE_TITLES,
     TEXT_LIMIT,
@@ -33,9 +34,11 @@ from commands.incident_stats import IncidentStats, compute
 
 __all__ = [
     "ROLE_TITLES",
+    "RUNBOOK_CONTACTS",
     "TEXT_LIMIT",
     "TITLE_LIMIT",
     "USAGE",
+    "Contact",
     "IncidentArgs",
     "Place",
     "RoleName",
@@ -87,23 +90,6 @@ UserCheck = Callable[[str], Awaitable[bool | None]]
 # Whether the caller may act on what lives in a channel (its incidents): given by the bot for Slack,
 # where an incident answers only in its own channel; None (the terminal) allows every channel.
 ChannelAccess = Callable[[str], Awaitable[bool]]
-
-
-class Contact(BaseModel):
-    """One emergency contact of the runbook: who, for what area, how to reach them."""
-
-    role: str
-    area: str
-    contact: str
-
-
-# The runbook's "Contatos de Emergência" table; configuration replaces it (CHATOPS_INCIDENT_CONTACTS).
-RUNBOOK_CONTACTS: tuple[Contact, ...] = (
-    Contact(role="DevOps Lead", area="Infraestrutura", contact="devops@3dpot.com"),
-    Contact(role="Backend Lead", area="API/DB", contact="backend@3dpot.com"),
-    Contact(role="Security Lead", area="Incidentes de segurança", contact="security@3dpot.com"),
-    Contact(role="On-call (24/7)", area="Produção", contact="oncall@3dpot.com"),
-)
 
 
 class IncidentResult(CommandResult):
