@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyotp
 import pytest
 
+from adapters.incident_store import IncidentStore
 from bot.cli.gate import run_gate_command
 from bot.cli.main import run_command
 from bot.config import Settings
@@ -24,6 +26,7 @@ from tests.gate_helpers import (
 )
 
 OPERATOR = "U0CLIOPS1"
+INCIDENT_CHANNEL = "C0CLIINC1"
 
 # Every test here keeps the bot's state in PostgreSQL and runs the drill (a Redis counter).
 pytestmark = pytest.mark.usefixtures("postgres", "redis")
@@ -94,6 +97,46 @@ async def test_destructive_command_at_the_terminal_goes_through_the_gate(
         assert await drill_value(runtime.services) == 3
     finally:
         await runtime.services.aclose()
+
+
+async def test_a_gated_command_at_the_terminal_lands_in_the_open_incidents_timeline(
+    cli_settings: Settings, terminal: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # CHATOPS_INCIDENT_CHANNEL names the incident's channel, as for every other terminal command.
+    settings = cli_settings.model_copy(update={"incident_channel": INCIDENT_CHANNEL})
+    now = datetime.now(UTC)
+    runtime = Runtime.build(settings)
+    try:
+        store = IncidentStore(runtime.services.state_db)
+        incident, refused = await store.declare(
+            channel_id=INCIDENT_CHANNEL,
+            title="5xx after a deploy",
+            severity="P2",
+            declared_by=OPERATOR,
+            commander=OPERATOR,
+            started_at=now,
+            declared_at=now,
+            force=False,
+            first_event=("declared", "Declared: 5xx after a deploy (P2)", {}),
+        )
+        assert refused is None
+    finally:
+        await runtime.services.aclose()
+    seed = await enroll_at_terminal(settings, terminal)
+    terminal.extend(["yes", pyotp.TOTP(seed).at(time.time() + 30)])
+    assert await run_command(settings, "drill", ["3"], as_json=False) == 0
+    capsys.readouterr()
+
+    runtime = Runtime.build(settings)
+    try:
+        events = await IncidentStore(runtime.services.state_db).events(incident.id)
+    finally:
+        await runtime.services.aclose()
+    gated = [event for event in events if event.kind == "/drill"]
+    # The plan, then its outcome: what a Slack run records (bot/listeners/gate.py), by the operator.
+    assert [event.actor for event in gated] == [OPERATOR, OPERATOR], events
+    assert "Add 3 to the drill counter" in gated[0].text
+    assert gated[1].text == "Add 3 to the drill counter: succeeded — added", gated[1].text
 
 
 async def test_declining_at_the_prompt_changes_nothing(

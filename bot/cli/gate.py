@@ -15,9 +15,16 @@ from bot.gate.gate import Approval, Refused
 from bot.gate.mfa_command import qr_text
 from bot.invocation import Invocation
 from bot.render.common import plain, terminal_console
-from bot.render.gate import terminal_execution, terminal_plan
+from bot.render.gate import (
+    execution_footer,
+    outcome_message,
+    plan_message,
+    terminal_execution,
+    terminal_plan,
+)
 from bot.render.steps import StepBars
 from bot.runtime import Runtime
+from bot.slack import incidents
 from bot.slack.gate_notices import announce_reset
 from bot.slack.incidents import user_resolver
 from bot.state import migrate_best_effort, runtime_role
@@ -62,6 +69,7 @@ async def run_through_gate(
     except Refused as refusal:
         print(f"chatops: refused: {plain(refusal.message, quote_code=True)}", file=sys.stderr)
         return EXIT_NOT_DONE
+    await _record_in_incident(runtime, approval, plan_message(approval).text)
     typed = None
     if approval.typed_word:
         typed = await _ask(f"Type {approval.typed_word} to confirm: ")
@@ -110,7 +118,23 @@ async def _execute(runtime: Runtime, approval: Approval, as_json: bool) -> int:
         print(result.model_dump_json(indent=2))
     else:
         terminal_execution(result, terminal_console())
+    sys.stdout.flush()  # the answer first, the bookkeeping after
+    outcome = outcome_message(approval.plan.title, result, execution_footer(approval))
+    await _record_in_incident(runtime, approval, outcome.text)
     return result.exit_code()
+
+
+async def _record_in_incident(runtime: Runtime, approval: Approval, text: str) -> None:
+    """Put a plan or its outcome into the open incident of CHATOPS_INCIDENT_CHANNEL, as Slack does.
+
+    Slack records both in the timeline of the channel's incident (bot/listeners/gate.py); from the
+    terminal, the incident is the configured channel's. Never raises (incidents.record logs).
+    """
+    channel = runtime.services.settings.incident_channel
+    if channel:
+        await incidents.record(
+            runtime.services.state_db, channel, f"/{approval.command}", text, approval.requester
+        )
 
 
 async def run_gate_command(settings: Settings, name: str, tokens: list[str], as_json: bool) -> int:
