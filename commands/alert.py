@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from adapters.incident_store import SEVERITIES, Severity
+from commands.base import Model
 
 # A PromQL range (`[5m]`, `[1h30m]`, a subquery's `[5m:30s]`): its duration.
 _RANGE = re.compile(r"\[((?:\d+(?:ms|[smhdwy]))+)(?::[^\]]*)?\]")
@@ -26,7 +27,7 @@ def _seconds(duration: str) -> float:
 SEVERITY_FROM_LABEL: dict[str, Severity] = {"critical": "P2", "error": "P2", "warning": "P3", "info": "P4"}
 
 
-class Alert(BaseModel):
+class Alert(Model):
     """One alert of a notification, as Alertmanager sends it."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -75,7 +76,7 @@ class Alert(BaseModel):
         return f"{self.name}: {summary}"[:120] if summary else self.name[:120]
 
 
-class Notification(BaseModel):
+class Notification(Model):
     """Alertmanager's webhook payload, version 4."""
 
     model_config = ConfigDict(populate_by_name=True)

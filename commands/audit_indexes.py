@@ -6,16 +6,15 @@ import re
 from importlib import resources
 
 import asyncpg
-from pydantic import BaseModel
 
 from commands.audit_queries import CLIENT_TIMEOUT_MARGIN, ReadOnlyDatabase
-from commands.base import CommandResult
+from commands.base import CommandResult, Model
 
 INDEX_FILE = "audit_indexes.sql"
 _NAME = re.compile(r"CREATE INDEX CONCURRENTLY IF NOT EXISTS (\w+)", re.IGNORECASE)
 
 
-class IndexStatement(BaseModel):
+class IndexStatement(Model):
     """One CREATE INDEX of the file, what it serves, and whether the database has it."""
 
     name: str

@@ -9,9 +9,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
-from commands.base import UsageError, format_duration
+from commands.base import Model, UsageError, format_duration
 from commands.ids import parse_id
 
 Form = Literal["user", "ip", "request", "failed-logins", "mfa", "security"]
@@ -33,7 +31,7 @@ _UUID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a
 _UUID_LOOKALIKE = re.compile(r"[0-9a-fA-F-]{20,45}")
 
 
-class AuditFilter(BaseModel):
+class AuditFilter(Model):
     """Which audit_log rows a request is about (all conditions hold together)."""
 
     user_id: uuid.UUID | None = None
@@ -61,7 +59,7 @@ class AuditFilter(BaseModel):
         return ", ".join(parts) or "all events"
 
 
-class AuditQuery(BaseModel):
+class AuditQuery(Model):
     """One investigation form with its subject, window and limit."""
 
     form: Form
@@ -84,7 +82,7 @@ class AuditQuery(BaseModel):
         return " ".join(words)
 
 
-class ExportRequest(BaseModel):
+class ExportRequest(Model):
     """`/audit export`: every matching row as CSV or JSON."""
 
     format: ExportFormat
@@ -101,7 +99,7 @@ class ExportRequest(BaseModel):
         return self.filter.describe()
 
 
-class IndexesRequest(BaseModel):
+class IndexesRequest(Model):
     """`/audit indexes`: print the shipped index file."""
 
 

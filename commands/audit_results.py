@@ -7,14 +7,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.base import Reason
 from commands.audit_request import ExportFormat, Form
-from commands.base import CommandResult
+from commands.base import CommandResult, Model
 
 
-class AuditRow(BaseModel):
+class AuditRow(Model):
     """One audit_log event as shown in a table."""
 
     id: int
@@ -31,7 +31,7 @@ class AuditRow(BaseModel):
 Estimable = Literal["events", "distinct_ips", "distinct_users"]
 
 
-class Totals(BaseModel):
+class Totals(Model):
     """Counts over every matching row, not only the rows shown (users: ids, else usernames).
 
     From a sample, `estimated` names the counts that are estimates (shown with ≈) and `at_least`
@@ -52,7 +52,7 @@ class Totals(BaseModel):
     users_are: Literal["users", "usernames"] = "users"
 
 
-class Group(BaseModel):
+class Group(Model):
     """One line of a breakdown (by action, by IP, by user ...)."""
 
     key: list[str]
@@ -66,7 +66,7 @@ class Group(BaseModel):
     at_least: list[Estimable] = Field(default_factory=list)
 
 
-class Breakdown(BaseModel):
+class Breakdown(Model):
     """Counts grouped by one or more columns.
 
     When `estimated`, every figure of it (events, users, IPs, first and last seen, the number of
@@ -83,7 +83,7 @@ class Breakdown(BaseModel):
     total_groups_at_least: bool = False
 
 
-class Estimate(BaseModel):
+class Estimate(Model):
     """The sample behind the estimated figures of a report."""
 
     sample_rows: int

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel
 
 from adapters.base import DependencyError
 from adapters.object_transfer import ObjectInfo, ObjectTransfer
@@ -43,7 +42,7 @@ from commands.backup_store import (
     new_backup_id,
     read_verified,
 )
-from commands.base import Arguments, CommandResult, UsageError, normalise_flags, parse_positive_int
+from commands.base import Arguments, CommandResult, Model, UsageError, normalise_flags, parse_positive_int
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
 from commands.formatting import format_bytes
 
@@ -173,13 +172,13 @@ def _strip_percent(detail: str) -> str:
 # --- arguments ---------------------------------------------------------------------------------------
 
 
-class BackupArgs(BaseModel):
+class BackupArgs(Model):
     """`/backup [full|db|storage]` (or `type=...`)."""
 
     type: BackupType = "full"
 
 
-class PruneArgs(BaseModel):
+class PruneArgs(Model):
     """`/backup prune [keep-days=N] [dry-run=yes]` (or `--keep-days N`, `--dry-run`)."""
 
     keep_days: int
@@ -542,7 +541,7 @@ async def run_backup(
 # --- prune -------------------------------------------------------------------------------------------
 
 
-class StoredBackup(BaseModel):
+class StoredBackup(Model):
     """A backup in the store, as `/restore list` and prune see it."""
 
     id: str

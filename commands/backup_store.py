@@ -29,11 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from adapters.base import DependencyError
 from adapters.object_transfer import ObjectInfo, ObjectTransfer
-from commands.base import UsageError
+from commands.base import Model, UsageError
 
 FORMAT = "chatops-backup/1"
 MANIFEST = "manifest.json"
@@ -82,7 +82,7 @@ def parse_backup_id(text: str, usage: str = "") -> str:
 # --- the manifest -----------------------------------------------------------------------------------
 
 
-class FileEntry(BaseModel):
+class FileEntry(Model):
     """One file of a backup, as it must be found again."""
 
     name: str
@@ -105,7 +105,7 @@ class FileEntry(BaseModel):
         return value
 
 
-class ObjectEntry(BaseModel):
+class ObjectEntry(Model):
     """One object of a platform bucket and the body that holds it."""
 
     bucket: str
@@ -129,7 +129,7 @@ class ObjectEntry(BaseModel):
         return f"objects/{self.sha256}"
 
 
-class DatabasePart(BaseModel):
+class DatabasePart(Model):
     """The database part: where it came from, what it held, how long the dump took."""
 
     name: str
@@ -142,7 +142,7 @@ class DatabasePart(BaseModel):
     seconds: float
 
 
-class Manifest(BaseModel):
+class Manifest(Model):
     """Everything known about a backup; its own checksum covers every other field."""
 
     format: str = FORMAT

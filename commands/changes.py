@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.base import classify
 from adapters.prometheus import PrometheusAdapter, RangeResult
-from commands.base import CommandResult
+from commands.base import CommandResult, Model
 from commands.formatting import Unit, format_span, format_value
 from commands.triage_checklist import Checklist, PromqlCheck, render_query
 
@@ -31,7 +31,7 @@ MAX_SUSPECTS = 3
 ChangeKind = Literal["deploy", "flag", "restart", "restore", "prune", "action"]
 
 
-class Change(BaseModel):
+class Change(Model):
     """One change to the platform, with where it was seen and, when known, the way back."""
 
     at: datetime
@@ -43,7 +43,7 @@ class Change(BaseModel):
     way_back: list[str] = Field(default_factory=list)
 
 
-class Onset(BaseModel):
+class Onset(Model):
     """When a breached check's series crossed its threshold, and from what to what."""
 
     check_id: str
@@ -66,7 +66,7 @@ class Onset(BaseModel):
         )
 
 
-class Suspect(BaseModel):
+class Suspect(Model):
     """A change shortly before an onset."""
 
     change: Change

@@ -7,14 +7,14 @@ import json
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from commands.base import CommandResult
+from commands.base import CommandResult, Model
 
 StepStatus = Literal["pending", "running", "done", "failed", "skipped"]
 
 
-class Plan(BaseModel):
+class Plan(Model):
     """Exactly what will change: shown before, compared again right before executing."""
 
     title: str
@@ -48,7 +48,7 @@ class Proposal(CommandResult):
     typed_word: str | None = None
 
 
-class Step(BaseModel):
+class Step(Model):
     """One step of an execution, as reported while it runs."""
 
     name: str

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.base import classify
 from adapters.prometheus import PrometheusAdapter, PrometheusQueryError, RangeResult
-from commands.base import Arguments, CommandResult, UsageError, parse_duration
+from commands.base import Arguments, CommandResult, Model, UsageError, parse_duration
 from commands.formatting import Unit, format_value
 from commands.triage_checklist import Checklist, PromqlCheck, render_query
 
@@ -73,7 +73,7 @@ Status = Literal["ok", "no_data", "unavailable", "rejected"]
 # --- arguments ------------------------------------------------------------------------------
 
 
-class GraphArgs(BaseModel):
+class GraphArgs(Model):
     """What to draw (a check's id or alias, or PromQL) and over which window."""
 
     target: str
@@ -139,7 +139,7 @@ def _unit(text: str) -> Unit:
 # --- what to draw ---------------------------------------------------------------------------
 
 
-class Threshold(BaseModel):
+class Threshold(Model):
     """A horizontal line: a level of the checklist (the runbook's thresholds) at a value."""
 
     level: Literal["warn", "critical"]
@@ -147,7 +147,7 @@ class Threshold(BaseModel):
     label: str
 
 
-class GraphTarget(BaseModel):
+class GraphTarget(Model):
     """One expression to draw, with its title, unit and thresholds."""
 
     check_id: str | None
@@ -204,7 +204,7 @@ def resolve(text: str, checklist: Checklist | None, unit: Unit | None = None) ->
 # --- the window -----------------------------------------------------------------------------
 
 
-class Window(BaseModel):
+class Window(Model):
     """The times asked of Prometheus: `start` to `end` every `step`, both aligned on the step."""
 
     start: datetime
@@ -239,7 +239,7 @@ def rate_window(checklist: Checklist | None, step: timedelta) -> timedelta:
 # --- the bot's own actions, marked on the time axis ------------------------------------------
 
 
-class Marker(BaseModel):
+class Marker(Model):
     """Something that happened at a moment of the window: an action of the bot, an alert."""
 
     at: datetime
@@ -274,7 +274,7 @@ async def collect_markers(
 # --- the data behind a picture --------------------------------------------------------------
 
 
-class Series(BaseModel):
+class Series(Model):
     """One line: its name, labels and a value per timestamp of the panel (None: a gap)."""
 
     name: str
@@ -282,7 +282,7 @@ class Series(BaseModel):
     values: list[float | None]
 
 
-class Point(BaseModel):
+class Point(Model):
     """A value of one series at one time."""
 
     series: str
@@ -290,14 +290,14 @@ class Point(BaseModel):
     value: float
 
 
-class Span(BaseModel):
+class Span(Model):
     """From one timestamp of the grid to another, both included."""
 
     start: datetime
     end: datetime
 
 
-class GraphData(BaseModel):
+class GraphData(Model):
     """Everything one panel shows: the series on the time grid, thresholds, markers, and problems."""
 
     title: str

@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel
-
 from adapters.base import Pingable, Reason, classify
-from commands.base import Arguments, CommandResult
+from commands.base import Arguments, CommandResult, Model
 from commands.formatting import elapsed_ms
 
 USAGE = "/health — no arguments"
@@ -20,7 +18,7 @@ Group = Literal["platform", "bot"]
 Verdict = Literal["healthy", "degraded", "down"]
 
 
-class Check(BaseModel):
+class Check(Model):
     """One dependency's answer."""
 
     name: str
@@ -46,7 +44,7 @@ class HealthReport(CommandResult):
         return self.verdict == "healthy"
 
 
-class HealthArgs(BaseModel):
+class HealthArgs(Model):
     """`/health` takes no arguments."""
 
 

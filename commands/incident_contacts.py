@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from commands.base import Model
 
 
-class Contact(BaseModel):
+class Contact(Model):
     """One emergency contact of the runbook: who, for what area, how to reach them."""
 
     role: str

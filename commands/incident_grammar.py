@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel
-
 from adapters.incident_store import SEVERITIES, Severity
-from commands.base import UsageError, parse_duration
+from commands.base import Model, UsageError, parse_duration
 
 USAGE = (
     "/incident declare <title> [sev=P1..P4] [place=dedicated|in-place] | update [graph=yes] [text]"
@@ -107,7 +105,7 @@ _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 
 
-class IncidentArgs(BaseModel):
+class IncidentArgs(Model):
     """What `/incident` was asked to do."""
 
     action: Action

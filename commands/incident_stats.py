@@ -18,12 +18,13 @@ import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.incident_store import SEVERITIES, Incident, Severity
+from commands.base import Model
 
 
-class Durations(BaseModel):
+class Durations(Model):
     """A set of durations (seconds) summarised: how many, median, P90."""
 
     count: int
@@ -31,7 +32,7 @@ class Durations(BaseModel):
     p90_seconds: float | None = None
 
 
-class SeverityStats(BaseModel):
+class SeverityStats(Model):
     """The figures of one severity (or of all: severity None)."""
 
     severity: Severity | None
@@ -44,7 +45,7 @@ class SeverityStats(BaseModel):
     time_to_resolution: Durations
 
 
-class IncidentStats(BaseModel):
+class IncidentStats(Model):
     """Incidents declared in a window, by severity and in all."""
 
     since: datetime

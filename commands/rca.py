@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.followup_store import Followup
 from adapters.github import GitHubError
 from adapters.incident_store import FilingBusy, Incident, IncidentStore, RcaDraft, TimelineEvent
 from commands import followups as followup_filing
-from commands.base import Arguments, CommandResult, UsageError
+from commands.base import Arguments, CommandResult, Model, UsageError
 from commands.followups import FollowupFiling
 from commands.incident import format_minutes, incident_duration, parse_incident_ref
 from commands.issues import IssueTracker, body_digest, markdown_text, person_name
@@ -40,7 +40,7 @@ _PREFIXES: dict[str, tuple[str, ...]] = {
 Outcome = Literal["drafted", "filed", "updated", "not_filed"]
 
 
-class RcaArgs(BaseModel):
+class RcaArgs(Model):
     """What `/rca` was asked for."""
 
     incident_id: int | None = None
@@ -130,7 +130,7 @@ def sections_from_notes(events: list[TimelineEvent]) -> dict[str, list[str]]:
     return found
 
 
-class GraphLink(BaseModel):
+class GraphLink(Model):
     """A picture or a live graph of the incident's window, linked from the draft."""
 
     title: str

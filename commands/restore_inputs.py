@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel
-
 from adapters.base import Pingable
 from adapters.engine import ServiceAction
 from commands.backup import BackupSources
 from commands.backup_store import BackupType
+from commands.base import Model
 
 USAGE = "/restore list | /restore verify <backup id> | /restore <backup id> [type=full|db|storage]"
 
@@ -29,17 +28,17 @@ def parts_type(parts: list[Part]) -> BackupType:
 # --- arguments ---------------------------------------------------------------------------------------
 
 
-class ListArgs(BaseModel):
+class ListArgs(Model):
     """`/restore list`."""
 
 
-class VerifyArgs(BaseModel):
+class VerifyArgs(Model):
     """`/restore verify <id>`."""
 
     id: str
 
 
-class RestoreArgs(BaseModel):
+class RestoreArgs(Model):
     """`/restore <id> [type=T]`: T defaults to everything the backup holds."""
 
     id: str

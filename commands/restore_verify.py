@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from adapters.base import DependencyError
 from commands.backup import (
@@ -24,13 +24,13 @@ from commands.backup import (
     watch_copy,
 )
 from commands.backup_store import DATABASE_FILE, VERIFIED, Manifest, verified_record
-from commands.base import CommandResult, UsageError
+from commands.base import CommandResult, Model, UsageError
 from commands.restore_inputs import USAGE, RestoreDeps
 
 T = TypeVar("T")
 
 
-class TableCheck(BaseModel):
+class TableCheck(Model):
     """One table's row count at backup time and after a restore."""
 
     name: str

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel
-
 from adapters.base import DependencyError
 from adapters.engine import ContainerInfo, EngineAdapter, ImageTag
-from commands.base import Arguments, CommandResult, UsageError
+from commands.base import Arguments, CommandResult, Model, UsageError
 from commands.destructive import Execution, Plan, Progress, Proposal, StepStatus
 
 if TYPE_CHECKING:  # asyncpg: imported by whoever makes the adapter, not by the grammar
@@ -87,7 +85,7 @@ class Checker(Protocol):
 # --- Arguments -----------------------------------------------------------------------------------
 
 
-class RollbackArgs(BaseModel):
+class RollbackArgs(Model):
     """What `/rollback` was asked: list, a version, or one flag."""
 
     action: Literal["list", "version", "flag"]
@@ -165,7 +163,7 @@ def flag_state(name: str, value: str | None) -> str:
 # --- Listing versions ------------------------------------------------------------------------------
 
 
-class VersionInfo(BaseModel):
+class VersionInfo(Model):
     """One version of the backend image present in the engine."""
 
     version: str
@@ -175,7 +173,7 @@ class VersionInfo(BaseModel):
     deployed_at: str | None = None
 
 
-class RunningContainer(BaseModel):
+class RunningContainer(Model):
     """The service's container as it is now."""
 
     name: str

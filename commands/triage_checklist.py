@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -20,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from commands.base import UsageError, parse_duration
+from commands.base import Model, UsageError, parse_duration
 from commands.formatting import Unit
 
 DEFAULT_CHECKLIST = Path(__file__).with_name("triage_checks.yaml")
@@ -35,7 +34,7 @@ class ChecklistError(ValueError):
     """The checklist file cannot be used; the message names the file, the entry and the problem."""
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     # A typo in a key must be an error, not a silently ignored setting.
     model_config = ConfigDict(extra="forbid", frozen=True)
 

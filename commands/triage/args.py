@@ -6,11 +6,10 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel
-
 from commands import logsearch
 from commands.base import (
     Arguments,
+    Model,
     UsageError,
     format_duration,
     parse_duration,
@@ -36,20 +35,20 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 _XRAY_HEADER = re.compile(r"(?:^|;)Root=(1-[0-9a-fA-F]{8}-[0-9a-fA-F]{24})(?:;|$)")
 
 
-class TriageArgs(BaseModel):
+class TriageArgs(Model):
     """Run every check; `window` overrides the checklist's rate window."""
 
     window: timedelta | None = None
 
 
-class LookupArgs(BaseModel):
+class LookupArgs(Model):
     """Find every log line and audit row of one trace or request."""
 
     kind: Literal["trace", "request"]
     id: str
 
 
-class LogsArgs(BaseModel):
+class LogsArgs(Model):
     """Recent log lines, filtered by minimum level and path prefix."""
 
     level: str | None = None
@@ -58,7 +57,7 @@ class LogsArgs(BaseModel):
     limit: int = DEFAULT_LOGS_LIMIT
 
 
-class ChangesArgs(BaseModel):
+class ChangesArgs(Model):
     """What changed in the window, and which breached check it came just before."""
 
     since: timedelta = timedelta(hours=2)

@@ -6,9 +6,9 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import Field
 
-from commands.base import CommandResult
+from commands.base import CommandResult, Model
 from commands.changes import ChangesReport
 
 Status = Literal["ok", "warn", "critical", "unknown"]
@@ -22,7 +22,7 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class Evidence(BaseModel):
+class Evidence(Model):
     """A small table behind a figure (top paths, slow queries, ...)."""
 
     title: str
@@ -31,7 +31,7 @@ class Evidence(BaseModel):
     note: str | None = None
 
 
-class AdviceShown(BaseModel):
+class AdviceShown(Model):
     """The runbook's next steps for a finding."""
 
     title: str
@@ -39,7 +39,7 @@ class AdviceShown(BaseModel):
     steps: list[str]
 
 
-class Finding(BaseModel):
+class Finding(Model):
     """One check's verdict: status, the figure it saw, the threshold, evidence and next steps."""
 
     id: str
@@ -53,8 +53,8 @@ class Finding(BaseModel):
     reason: str | None = None
     duration_ms: float
     timeout_seconds: float
-    evidence: list[Evidence] = []
-    advice: list[AdviceShown] = []
+    evidence: list[Evidence] = Field(default_factory=list)
+    advice: list[AdviceShown] = Field(default_factory=list)
 
 
 class TriageReport(CommandResult):
@@ -85,7 +85,7 @@ class TriageReport(CommandResult):
         return {status: counted[status] for status in STATUS_ORDER if counted[status]}
 
 
-class LogEntry(BaseModel):
+class LogEntry(Model):
     """A log line or an audit row, as found by a lookup."""
 
     time: datetime | None
@@ -95,7 +95,7 @@ class LogEntry(BaseModel):
     data: dict[str, Any]
 
 
-class Scan(BaseModel):
+class Scan(Model):
     """How much of the logs a lookup read and what it had to skip."""
 
     files: int
