@@ -1,7 +1,8 @@
 """Read the platform's JSON-lines logs without loading them: by id across files, or over a time window.
 
 Files come from glob patterns; rotated `.gz` files are read through gzip. Lines that are not JSON
-are counted and skipped. Nothing here holds more than a few buffers and the lines it returns.
+are counted and skipped. Nothing here holds more than a few buffers and the lines it returns. A big
+plain file is searched in byte ranges of whole lines, one per core, in forked processes.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import glob
 import gzip
 import heapq
 import io
+import itertools
 import json
+import math
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 # Big enough that Python overhead per chunk is nothing, small enough to stay in the CPU caches.
 CHUNK_BYTES = 1 << 20
@@ -29,6 +33,13 @@ TIMESTAMP_KEYS = ("timestamp", "time", "ts", "@timestamp")
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _LEVEL_ALIASES = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}
 _SEARCH_BYTES = 64 << 10  # binary search stops when the range is this small
+# A plain file at least this big is searched by several processes, a range of it each: below it,
+# starting a process costs more than it saves.
+SPLIT_MIN_BYTES = 64 << 20
+# How many processes search one file: one per core this process may run on.
+SEARCH_PROCESSES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+T = TypeVar("T")
 
 
 def level_name(value: Any) -> str | None:
@@ -161,8 +172,7 @@ def search(paths: Iterable[Path], text: str | list[str], cap: int = 10_000) -> S
         file_stats = ScanStats(files=1)
         matches: list[bytes] = []
         try:
-            with _open(path) as stream:
-                _search_stream(stream, needles, matches.append, file_stats)
+            _search_file(path, needles, matches, file_stats)
         except (OSError, EOFError, gzip.BadGzipFile) as error:
             file_stats.errors.append(f"{path}: {type(error).__name__}: {error}")
         for index, raw in enumerate(matches):
@@ -184,6 +194,107 @@ def _time_order(record: Record) -> tuple[datetime, str, int]:
     return (record.time or datetime.max.replace(tzinfo=UTC), record.file, record.line)
 
 
+def _search_file(path: Path, needles: list[bytes], matches: list[bytes], stats: ScanStats) -> None:
+    """Append the file's lines holding a needle to `matches`, in file order."""
+    ranges = [] if is_gzip(path) else _ranges(path)
+    if len(ranges) < 2:
+        with _open(path) as stream:
+            _search_stream(stream, needles, matches.append, stats)
+        return
+    # bytes.find holds the GIL, so threads would take turns: the first range is searched here,
+    # every other one in a forked process, on another core.
+    others = [_Forked(_search_range, path, start, end, needles) for start, end in ranges[1:]]
+    try:
+        found = [_search_range(path, *ranges[0], needles)]
+    finally:
+        for other in others:
+            other.wait()  # whatever happened here, no child is left behind
+    found += [other.result() for other in others]
+    for lines, range_stats in found:
+        matches.extend(lines)
+        stats.add(range_stats)
+
+
+def _ranges(path: Path) -> list[tuple[int, int]]:
+    """Cut a plain file into SEARCH_PROCESSES ranges of whole lines (one when it is small)."""
+    size = path.stat().st_size
+    parts = min(SEARCH_PROCESSES, size // SPLIT_MIN_BYTES)
+    if parts < 2:
+        return [(0, size)]
+    cuts = [0]
+    with io.FileIO(path, "rb") as stream:
+        for index in range(1, parts):
+            stream.seek(size * index // parts)
+            head = stream.read(MAX_LINE_BYTES)
+            newline = head.find(b"\n")
+            cut = stream.tell() - len(head) + newline + 1
+            # No line end near there (or the range would be empty): the neighbours share the range.
+            if newline >= 0 and cuts[-1] < cut < size:
+                cuts.append(cut)
+    cuts.append(size)
+    return list(itertools.pairwise(cuts))
+
+
+def _search_range(path: Path, start: int, end: int, needles: list[bytes]) -> tuple[list[bytes], ScanStats]:
+    """Return the lines holding a needle in bytes [start, end) of a plain file, which are whole lines."""
+    stats = ScanStats()  # the file is counted once, by the caller
+    lines: list[bytes] = []
+    try:
+        with _open(path) as stream:
+            stream.seek(start)
+            _search_stream(stream, needles, lines.append, stats, end - start)
+    except OSError as error:
+        stats.errors.append(f"{path}: {type(error).__name__}: {error}")
+    return lines, stats
+
+
+class _Forked(Generic[T]):
+    """A call run in a forked child process: `wait()` for it, then take its `result()`."""
+
+    def __init__(self, function: Callable[..., T], *args: Any) -> None:
+        reader, writer = os.pipe()
+        self._pid = os.fork()
+        if self._pid == 0:
+            # The child: the call, its answer pickled into the pipe, and out, without running the
+            # parent's exit handlers or flushing its buffers a second time.
+            try:
+                os.close(reader)
+                try:
+                    answer: tuple[bool, Any] = (True, function(*args))
+                except Exception as error:
+                    answer = (False, error)
+                with open(writer, "wb") as pipe:
+                    pickle.dump(answer, pipe)
+            finally:
+                os._exit(0)
+        os.close(writer)
+        self._reader = reader
+        self._answer: tuple[bool, Any] | None = None
+
+    def wait(self) -> None:
+        """Wait for the child to end, keeping its answer."""
+        if self._answer is not None:
+            return
+        with open(self._reader, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(self._pid, 0)
+        if not data:
+            self._answer = (False, OSError(f"the search process {self._pid} ended without an answer"))
+            return
+        # The pipe is this process's own, written by its own child only: nothing untrusted to unpickle.
+        self._answer = pickle.loads(data)  # noqa: S301
+
+    def result(self) -> T:
+        """Return what the call returned, or raise what it raised."""
+        self.wait()
+        assert self._answer is not None
+        done, value = self._answer
+        if not done:
+            raise value
+        result: T = value
+        return result
+
+
 def _open(path: Path) -> io.RawIOBase | gzip.GzipFile:
     if is_gzip(path):
         return gzip.GzipFile(path, "rb")
@@ -195,14 +306,19 @@ def _open(path: Path) -> io.RawIOBase | gzip.GzipFile:
     return stream
 
 
-def _chunks(stream: io.RawIOBase | gzip.GzipFile) -> Iterator[tuple[bytearray, int]]:
-    """Yield (buffer, bytes in it) until the end, reusing one buffer: memory stays flat.
+def _chunks(
+    stream: io.RawIOBase | gzip.GzipFile, limit: int | None = None
+) -> Iterator[tuple[bytearray, int]]:
+    """Yield (buffer, bytes in it) until the end (or `limit` bytes), reusing one buffer: memory stays flat.
 
     One thread reads and searches in turn. A reader thread handing buffers over was measured
     slower, idle machine or busy (benchmarks/triage_bench.py): every hand-over waits on the GIL.
     """
     buffer = bytearray(CHUNK_BYTES)
-    while count := stream.readinto(buffer) or 0:
+    view = memoryview(buffer)
+    left = math.inf if limit is None else limit
+    while left > 0 and (count := stream.readinto(view[: int(min(left, CHUNK_BYTES))]) or 0):
+        left -= count
         yield buffer, count
 
 
@@ -211,10 +327,11 @@ def _search_stream(
     needles: list[bytes],
     found: Callable[[bytes], None],
     stats: ScanStats,
+    limit: int | None = None,
 ) -> None:
     """Call `found` with every line holding a needle, reading fixed buffers: memory stays flat."""
     carry = b""
-    for buffer, count in _chunks(stream):
+    for buffer, count in _chunks(stream, limit):
         stats.bytes_read += count
         first = buffer.find(b"\n", 0, count)
         if first < 0:

@@ -6,6 +6,7 @@ Log files are written in tmp_path; the audit rows come from the sandbox's real p
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import random
@@ -190,6 +191,7 @@ def test_search_streams_lines_cut_across_chunks(tmp_path: Path, monkeypatch: pyt
     st.lists(st.tuples(st.booleans(), st.text('abcxyz{}": ', max_size=60)), max_size=40),
     st.integers(min_value=8, max_value=300),
     st.booleans(),
+    st.integers(min_value=1, max_value=3),
 )
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 def test_search_finds_exactly_what_grep_would(
@@ -198,8 +200,12 @@ def test_search_finds_exactly_what_grep_would(
     lines: list[tuple[bool, str]],
     chunk: int,
     trailing: bool,
+    processes: int,
 ) -> None:
     monkeypatch.setattr(logsearch, "CHUNK_BYTES", chunk)
+    # With more than one process, every file is cut into ranges, wherever its lines end.
+    monkeypatch.setattr(logsearch, "SPLIT_MIN_BYTES", 1)
+    monkeypatch.setattr(logsearch, "SEARCH_PROCESSES", processes)
     needle = "NEEDLE42"
     text_lines = [
         json.dumps({"n": index, "text": text + (needle if has else "")})
@@ -215,6 +221,46 @@ def test_search_finds_exactly_what_grep_would(
     json_expected = [text for text in expected if logsearch.parse_line(text.encode()) is not None]
     assert [json.dumps(record.data) for record in found.records] == json_expected
     assert found.stats.non_json == len(expected) - len(json_expected)
+
+
+def test_a_big_file_is_searched_in_ranges_of_whole_lines_by_forked_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logsearch, "SPLIT_MIN_BYTES", 10_000)
+    monkeypatch.setattr(logsearch, "SEARCH_PROCESSES", 4)
+    path = tmp_path / "big.log"
+    lines = [
+        request_line(NOW + timedelta(seconds=i), "/p", 200, TRACE if i % 50 == 0 else None)
+        for i in range(600)
+    ]
+    path.write_text("".join(lines))
+    body = path.read_bytes()
+    ranges = logsearch._ranges(path)
+    assert len(ranges) == 4
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(body)
+    assert all(end == start for (_, end), (start, _) in itertools.pairwise(ranges))
+    assert all(body[start - 1 : start] == b"\n" for start, _ in ranges[1:])  # each starts a line
+    parent = os.getpid()
+    found = logsearch.search([path], TRACE)
+    assert os.getpid() == parent  # the children left without running the rest of the test
+    assert [record.data["trace_id"] for record in found.records] == [TRACE] * 12
+    assert [record.time for record in found.records] == sorted(record.time for record in found.records)
+    assert [record.line for record in found.records] == list(range(12))  # numbered in file order
+    assert (found.stats.files, found.stats.bytes_read, found.stats.errors) == (1, len(body), [])
+    # A .gz file is read whole, by this process: gzip cannot start in the middle.
+    packed = tmp_path / "big.log.1.gz"
+    packed.write_bytes(gzip.compress(body))
+    assert len(logsearch.search([packed], TRACE).records) == 12
+
+
+def test_what_a_search_process_raises_is_raised_here(tmp_path: Path) -> None:
+    def fails() -> None:
+        raise MemoryError("out of memory in the child")
+
+    child = logsearch._Forked(fails)
+    child.wait()
+    with pytest.raises(MemoryError, match="in the child"):
+        child.result()
 
 
 def test_window_scan_seeks_instead_of_reading_the_whole_file(tmp_path: Path) -> None:
