@@ -7,14 +7,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import structlog
-
 from bot.invocation import Invocation
+from bot.observability import bind_context, get_logger, unbind_context
 from bot.registry import COMMANDS, CommandSpec
 from bot.services import Services
 from commands.base import CommandResult, UsageError
 
-log = structlog.get_logger("chatops.dispatch")
+log = get_logger("chatops.dispatch")
 
 # Recording a run is bookkeeping: it must never delay or fail the command itself.
 _RECORD_TIMEOUT = 1.0
@@ -42,7 +41,7 @@ async def execute(
     spec: CommandSpec, services: Services, tokens: list[str], invocation: Invocation
 ) -> CommandResult:
     """Parse and run a command with its metrics, its log context and its overall time limit."""
-    structlog.contextvars.bind_contextvars(request_id=invocation.request_id, command=spec.name)
+    bind_context(request_id=invocation.request_id, command=spec.name)
     started = time.perf_counter()
     started_at = datetime.now(UTC)
     outcome = "error"
@@ -73,7 +72,7 @@ async def execute(
             "command_done", outcome=outcome, duration_ms=round(elapsed * 1000, 1), source=invocation.source
         )
         await _record_run(services, spec, tokens, invocation, started_at, outcome, verdict)
-        structlog.contextvars.unbind_contextvars("request_id", "command")
+        unbind_context("request_id", "command")
 
 
 async def _record_run(

@@ -8,12 +8,11 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
-
 from adapters.postgres import PostgresAdapter
 from bot.config import Settings
+from bot.observability import get_logger
 
-log = structlog.get_logger("chatops.state")
+log = get_logger("chatops.state")
 
 # Any number will do as long as it is fixed: replicas starting together take turns on it.
 _MIGRATION_LOCK = 7_340_021

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
-import structlog
 
 from adapters.postgres import PostgresAdapter
+from bot.observability import get_logger
 
-log = structlog.get_logger("chatops.audit_trail")
+log = get_logger("chatops.audit_trail")
 
 GENESIS = "0" * 64
 # Serialises appends so that each row chains to the one before it, across replicas.

@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Literal
 
-import structlog
 from slack_sdk.errors import SlackApiError
 
 from bot.config import Settings
+from bot.observability import get_logger
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
-log = structlog.get_logger("chatops.authz")
+log = get_logger("chatops.authz")
 
 Role = Literal["viewer", "responder", "operator", "mfa_admin"]
 EVERYONE = "*"

@@ -9,19 +9,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, NoReturn, Protocol
 
-import structlog
-
 from bot.gate.audit_trail import AuditTrail, TrailEntry
 from bot.gate.authz import Authorizer
 from bot.gate.locks import Lease, LockHeld, OperationLock
 from bot.gate.mfa import MfaService, MfaUnavailable, Verification
 from bot.gate.progress import Publisher, StepRecorder
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.services import Services
 from commands.base import CommandResult
 from commands.destructive import Execution, Plan, Progress, Proposal, Step, StepStatus
 
-log = structlog.get_logger("chatops.gate")
+log = get_logger("chatops.gate")
 
 Status = Literal[
     "pending",

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import structlog
-
 from adapters.postgres import PostgresAdapter
+from bot.observability import get_logger
 
-log = structlog.get_logger("chatops.locks")
+log = get_logger("chatops.locks")
 
 
 class LockHeld(Exception):

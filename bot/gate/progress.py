@@ -6,11 +6,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import structlog
-
+from bot.observability import get_logger
 from commands.destructive import Step, StepStatus
 
-log = structlog.get_logger("chatops.progress")
+log = get_logger("chatops.progress")
 
 Publisher = Callable[[list[Step]], Awaitable[None]]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -13,6 +12,7 @@ from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.gate.audit_trail import TrailEntry
 from bot.invocation import Invocation
 from bot.listeners.gate import propose
+from bot.observability import get_logger
 from bot.registry import COMMANDS
 from bot.render.changes import read_way_back
 from bot.render.common import error_text
@@ -21,7 +21,7 @@ from bot.slack.reply import tell_caller
 from commands.base import UsageError
 from commands.destructive import Proposal
 
-log = structlog.get_logger("chatops.slack.changes")
+log = get_logger("chatops.slack.changes")
 
 
 def way_back_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:

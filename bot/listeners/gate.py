@@ -6,13 +6,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.dispatch import new_request_id
 from bot.gate.gate import Approval, Refused
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.render.common import Message, error_text, escape
 from bot.render.gate import (
     TOTP_BLOCK,
@@ -31,7 +31,7 @@ from bot.slack.posting import Responder
 from bot.slack.reply import tell_caller
 from commands.destructive import Proposal, Step
 
-log = structlog.get_logger("chatops.slack.gate")
+log = get_logger("chatops.slack.gate")
 
 
 async def propose(

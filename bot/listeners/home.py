@@ -11,17 +11,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import IncidentStore
 from bot.dispatch import last_run
+from bot.observability import get_logger
 from bot.render.home import HealthSeen, HomeData, home_view
 from bot.runtime import Runtime
 from bot.slack.errors import slack_error_code
 
-log = structlog.get_logger("chatops.home")
+log = get_logger("chatops.home")
 
 
 async def home_data(runtime: Runtime, user: str, now: datetime | None = None) -> HomeData:

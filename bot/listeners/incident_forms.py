@@ -11,7 +11,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -19,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.incident_store import IncidentStore
 from bot.dispatch import new_request_id
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.render.common import error_text
 from bot.render.incident import confirmation
 from bot.render.incident_workspace import REMIND_UPDATE_ACTION, UPDATE_VIEW, update_modal
@@ -32,7 +32,7 @@ from commands import incident as incident_command
 from commands.base import UsageError
 from commands.incident import TACTICAL_PARTS, TEXT_LIMIT, IncidentArgs, tactical_text
 
-log = structlog.get_logger("chatops.incident_forms")
+log = get_logger("chatops.incident_forms")
 
 Handler = Callable[..., Awaitable[None]]
 

@@ -7,13 +7,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import IncidentStore
 from bot.dispatch import execute, new_request_id
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.registry import COMMANDS
 from bot.render.alert import DECLARE_ACTION, TRIAGE_ACTION, alert_message
 from bot.render.common import error_text, section
@@ -37,7 +37,7 @@ from commands.base import UsageError
 from commands.destructive import Proposal
 from commands.incident import IncidentArgs, IncidentResult
 
-log = structlog.get_logger("chatops.incident_actions")
+log = get_logger("chatops.incident_actions")
 
 Handler = Callable[..., Awaitable[None]]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.gate.mfa_command import MFA_SUMMARY, MFA_USAGE, MfaAnswer
+from bot.observability import get_logger
 from bot.registry import asks_for_help
 from bot.render.common import error_text, help_text, mention
 from bot.render.mfa import CODE_BLOCK, enroll_modal, enrollment_message, reset_metadata, reset_modal
@@ -22,7 +22,7 @@ from bot.slack.reply import tell_caller
 from commands.base import UsageError, tokenize
 from commands.incident import is_user_id
 
-log = structlog.get_logger("chatops.slack.mfa")
+log = get_logger("chatops.slack.mfa")
 
 
 def mfa_handler(runtime: Runtime) -> Callable[..., Awaitable[None]]:

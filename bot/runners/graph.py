@@ -14,7 +14,6 @@ from typing import cast
 from urllib.parse import urlencode
 
 import asyncpg
-import structlog
 from slack_sdk.errors import SlackApiError
 
 from adapters.incident_store import Incident
@@ -22,6 +21,7 @@ from adapters.postgres import PostgresAdapter
 from bot.config import Settings
 from bot.gate.authz import Role
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.render.common import Upload
 from bot.render.picture import render, upload_of
 from bot.services import Services
@@ -30,7 +30,7 @@ from commands import graph
 from commands.rca import GraphLink
 from commands.triage_checklist import Checklist, ChecklistError, load_checklist, render_query
 
-log = structlog.get_logger("chatops.graphs")
+log = get_logger("chatops.graphs")
 
 # The audit trail's executed actions shown on graphs, and how many of a window at most.
 MARKER_LIMIT = 200

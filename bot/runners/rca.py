@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -16,6 +15,7 @@ from adapters.followup_store import FollowupStore
 from adapters.incident_store import Incident, IncidentStore
 from bot.config import Settings
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.render.rca import preview_message
 from bot.runners.backup import backup_store
 from bot.runners.graph import incident_graph_links
@@ -30,7 +30,7 @@ from commands.followups import FollowupFiling
 from commands.incident import check_access, is_user_id
 from commands.rca import RcaResult
 
-log = structlog.get_logger("chatops.rca")
+log = get_logger("chatops.rca")
 
 # Services.extra[LATEST_BACKUP] may hold `async () -> datetime | None`: the latest backup's time,
 # shown in the draft's checklist. Without it the configured backup store is asked; failing that,

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.postgres import PostgresAdapter
 from bot.gate.gate import Approval
 from bot.gate.mfa_command import ResetDone
+from bot.observability import get_logger
 from bot.render.common import Message, mention
 from bot.render.gate import notice_message
 from bot.slack import incidents
 from bot.slack.errors import slack_error_code
 
-log = structlog.get_logger("chatops.slack.gate")
+log = get_logger("chatops.slack.gate")
 
 
 async def update_plan_message(client: AsyncWebClient, approval: Approval, message: Message) -> None:

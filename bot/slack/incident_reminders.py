@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import IncidentStore, Severity
 from adapters.postgres import PostgresAdapter
+from bot.observability import get_logger
 from bot.render.incident_workspace import reminder_message
 from bot.slack.errors import slack_error_code
 from commands.base import format_duration
 from commands.incident import format_minutes
 
-log = structlog.get_logger("chatops.reminders")
+log = get_logger("chatops.reminders")
 
 
 async def send_due_reminders(

@@ -17,18 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import Incident, IncidentStore
 from bot.config import Settings
+from bot.observability import get_logger
 from bot.render.incident_workspace import announcement_message, channel_link_message, resolution_message
 from bot.slack.errors import slack_error_code
 from bot.slack.incidents import publish
 from commands.incident import Contact, IncidentResult, Place, channel_name, is_user_id
 
-log = structlog.get_logger("chatops.incident_workspace")
+log = get_logger("chatops.incident_workspace")
 
 # The outcomes stakeholders hear about (the announcement is edited in place).
 ANNOUNCED = frozenset({"declared", "updated", "severity", "commander", "role", "resolved"})

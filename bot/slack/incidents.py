@@ -18,18 +18,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import Incident, IncidentStore
 from adapters.postgres import PostgresAdapter
+from bot.observability import get_logger
 from bot.render.common import section
 from bot.render.incident import event_message, header_message
 from bot.slack.errors import slack_error_code
 from commands.incident import Contact, IncidentResult, UserCheck, UserResolver
 
-log = structlog.get_logger("chatops.incidents")
+log = get_logger("chatops.incidents")
 
 # Updates and resolutions are for stakeholders: they are also shown in the channel.
 BROADCAST_KINDS = frozenset({"update", "resolved"})

@@ -9,15 +9,15 @@ The terminal names its channel and is not asked.
 
 from __future__ import annotations
 
-import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.slack.errors import slack_error_code
 from commands.incident import ChannelAccess
 
-log = structlog.get_logger("chatops.membership")
+log = get_logger("chatops.membership")
 
 # conversations.members pages hold at most 1000 ids ("fewer than the requested number ... may be
 # returned"); a channel bigger than this many pages is refused rather than read for ever.

@@ -7,11 +7,11 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from slack_sdk.errors import SlackApiError
 
 from adapters.postgres import PostgresAdapter
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.render.common import Message, SlackReply, Upload, context, escape
 from bot.render.incident import person
 from bot.services import Services
@@ -29,7 +29,7 @@ from bot.slack.posting import (
 if TYPE_CHECKING:  # the async client brings aiohttp: loaded by whoever builds one
     from slack_sdk.web.async_client import AsyncWebClient
 
-log = structlog.get_logger("chatops.slack")
+log = get_logger("chatops.slack")
 
 
 async def post_reply(

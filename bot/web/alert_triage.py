@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import AlertMessage
 from bot.dispatch import CommandTimeout, execute, new_request_id
 from bot.invocation import Invocation
+from bot.observability import get_logger
 from bot.registry import COMMANDS
 from bot.services import Services
 from bot.slack.posting import ChannelPacer, ResponseUrlSpent
@@ -24,7 +24,7 @@ from commands.alert import Alert
 from commands.base import UsageError, format_duration
 from commands.triage.args import MAX_WINDOW, MIN_WINDOW
 
-log = structlog.get_logger("chatops.alert_triage")
+log = get_logger("chatops.alert_triage")
 
 SEVERITIES = ("info", "warning", "error", "critical")
 

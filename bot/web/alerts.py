@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal
 
-import structlog
 from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -22,13 +21,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from adapters.incident_store import AlertMessage, Incident, IncidentStore
+from bot.observability import get_logger
 from bot.render.alert import alert_message
 from bot.services import Services
 from bot.web.alert_triage import AlertTriage
 from bot.web.slack_requests import Refusal, read_body
 from commands.alert import Alert, Notification
 
-log = structlog.get_logger("chatops.alerts")
+log = get_logger("chatops.alerts")
 
 Outcome = Literal["posted", "updated", "resolved", "ignored", "failed"]
 

@@ -14,18 +14,17 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.observability import BotMetrics
+from bot.observability import BotMetrics, get_logger
 from bot.registry import read_only
 from bot.web.replay import UNAVAILABLE_ANSWER, GuardUnavailable, ReplayGuard
 from bot.web.slack_requests import Refusal, read_body, verify
 
-log = structlog.get_logger("chatops.fast_ack")
+log = get_logger("chatops.fast_ack")
 
 # Interaction types whose ack carries nothing the user waits for.
 _FIRE_AND_FORGET = {"command", "block_actions"}

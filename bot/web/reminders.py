@@ -12,13 +12,13 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import structlog
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.observability import get_logger
 from bot.services import Services
 from bot.slack.incident_reminders import send_due_reminders
 
-log = structlog.get_logger("chatops.reminders")
+log = get_logger("chatops.reminders")
 
 Clock = Callable[[], datetime]
 

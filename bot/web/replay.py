@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
-
 from adapters.postgres import PostgresAdapter
+from bot.observability import get_logger
 
-log = structlog.get_logger("chatops.replay")
+log = get_logger("chatops.replay")
 
 # Receipts older than this are removed; Slack refuses to sign anything older than five minutes and
 # retries within the hour.

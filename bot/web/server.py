@@ -8,7 +8,6 @@ import signal
 from collections.abc import Iterator
 
 import aiohttp
-import structlog
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.async_app import AsyncApp
@@ -21,6 +20,7 @@ from starlette.routing import Route
 
 from bot.config import Settings
 from bot.listeners.app import build_slack_app
+from bot.observability import get_logger
 from bot.render.common import escape
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
@@ -33,7 +33,7 @@ from bot.web.reminders import ReminderLoop
 from bot.web.replay import ReplayGuard
 from bot.web.socket_mode import OnceSocketModeHandler
 
-log = structlog.get_logger("chatops.server")
+log = get_logger("chatops.server")
 
 
 def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:

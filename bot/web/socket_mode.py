@@ -7,7 +7,6 @@ connection took it first, and only acknowledged by the others.
 
 from __future__ import annotations
 
-import structlog
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
@@ -15,12 +14,12 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.observability import BotMetrics
+from bot.observability import BotMetrics, get_logger
 from bot.registry import read_only
 from bot.web.replay import UNAVAILABLE_ANSWER, GuardUnavailable, ReplayGuard
 from bot.web.slack_requests import once_key
 
-log = structlog.get_logger("chatops.socket_mode")
+log = get_logger("chatops.socket_mode")
 
 
 class OnceSocketModeHandler(AsyncSocketModeHandler):
