@@ -7,9 +7,8 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BeforeValidator,
     ConfigDict,
@@ -21,6 +20,9 @@ from pydantic import (
 
 from commands.base import Model, UsageError, parse_duration
 from commands.formatting import Unit
+
+if TYPE_CHECKING:
+    import yaml
 
 DEFAULT_CHECKLIST = Path(__file__).with_name("triage_checks.yaml")
 
@@ -330,6 +332,9 @@ def render_query(query: str, window: timedelta) -> str:
 
 def parse_checklist(text: str, origin: str = "<checklist>") -> Checklist:
     """Validate checklist YAML; a problem raises ChecklistError naming the entry and its line."""
+    # Imported here: a lookup imports this module (with the triage package) but reads no checklist.
+    import yaml
+
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -380,6 +385,8 @@ def _describe(item: Any, data: dict[str, Any], root: yaml.Node | None, origin: s
 
 def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """Return the 1-based line of the YAML node at `loc`, as close as the path goes."""
+    import yaml
+
     if node is None:
         return None
     line: int = node.start_mark.line + 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -105,6 +106,36 @@ def test_help_at_the_terminal_loads_no_settings_and_no_client_library() -> None:
     report = json.loads(done.stderr.strip().splitlines()[-1])
     assert report["codes"] == [0, 0, 0]
     assert report["loaded"] == []
+
+
+def test_a_trace_lookup_at_the_terminal_loads_no_log_library_console_or_checklist(tmp_path: Path) -> None:
+    # structlog (which imports rich) comes with the first line logged; rich with a console; YAML
+    # and the sources of what changed with a checklist run. A lookup answering in JSON needs none.
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    log = tmp_path / "app.log"
+    log.write_text(json.dumps({"timestamp": "2026-01-01T00:00:00Z", "trace_id": trace}) + "\n")
+    heavy = ("structlog", "rich", "yaml", "bot.runners.changes", "bot.render")
+    script = (
+        "import json, sys\n"
+        "from bot.cli.main import main\n"
+        f"code = main(['triage', 'trace', {trace!r}, '--json'])\n"
+        f"heavy = {heavy!r}\n"
+        "loaded = sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')})\n"
+        "print(json.dumps({'code': code, 'loaded': loaded}), file=sys.stderr)\n"
+    )
+    nowhere = "postgresql://postgres@127.0.0.1:1/none"  # refused at once: no database needed
+    env = {
+        **os.environ,
+        "CHATOPS_LOG_PATHS": str(log),
+        "CHATOPS_STATE_DATABASE_URL": nowhere,
+        "CHATOPS_PLATFORM_DATABASE_URL": nowhere,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert json.loads(done.stdout)["log_lines"] == 1
+    assert report == {"code": 1, "loaded": []}  # 1: the audit rows could not be read
 
 
 def test_the_installed_command_answers_help_for_a_command_that_used_to_refuse_it() -> None:

@@ -87,7 +87,6 @@ async def run_command(
     """Run one slash command from the terminal and print its result (and write its picture)."""
     from bot.dispatch import CommandTimeout, execute, lookup, new_request_id
     from bot.invocation import Invocation
-    from bot.render.common import plain, terminal_console
     from bot.services import Services
     from bot.state import migrate_best_effort, runtime_role
     from commands.base import UsageError
@@ -108,6 +107,8 @@ async def run_command(
         try:
             result = await execute(spec, services, tokens, invocation)
         except UsageError as error:
+            from bot.render.common import plain
+
             print(f"chatops {spec.name}: {plain(error.message, quote_code=True)}", file=sys.stderr)
             print(f"usage: {terminal_usage(spec.name, error.usage or spec.usage)}", file=sys.stderr)
             return EXIT_USAGE
@@ -122,6 +123,8 @@ async def run_command(
         if as_json:
             print(result.model_dump_json(indent=2))
         else:
+            from bot.render.common import terminal_console  # rich: not for JSON
+
             spec.terminal(result, terminal_console())
         sys.stdout.flush()  # the answer first, the bookkeeping after
         if settings.incident_channel:

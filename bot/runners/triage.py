@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bot.invocation import Invocation
-from bot.runners.changes import change_sources
 from bot.services import Services
 from commands import triage
 from commands.base import CommandResult
-from commands.changes import ChangesReport, what_changed
-from commands.graph import Marker
-from commands.triage_checklist import DEFAULT_CHECKLIST, Checklist, PromqlCheck, load_checklist
+
+if TYPE_CHECKING:
+    from commands.changes import ChangesReport
+    from commands.graph import Marker
+    from commands.triage_checklist import Checklist
 
 
 def sources(services: Services) -> triage.TriageSources:
@@ -36,6 +37,11 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
     if isinstance(command, triage.LookupArgs | triage.LogsArgs):
         # One request's lines, or the recent ones: the logs (and audit_log) only, no checklist read.
         return await triage.run(command, sources(services), None)
+    # What only the checklist's runs need, imported here: a lookup starts without it.
+    from bot.runners.changes import change_sources
+    from commands.changes import what_changed
+    from commands.triage_checklist import DEFAULT_CHECKLIST, PromqlCheck, load_checklist
+
     checklist = load_checklist(settings.triage_checklist)
     checks = triage.run(
         command,
@@ -78,6 +84,10 @@ async def with_changes(
     A PromQL check that could not be read (Prometheus down, say) may be breached too: its onset is
     asked for as well, so that the report names what is missing instead of staying silent.
     """
+    from bot.runners.changes import change_sources
+    from commands.changes import what_changed
+    from commands.triage_checklist import PromqlCheck
+
     breached: list[tuple[str, Literal["warn", "critical"]]] = [
         (finding.id, finding.status) for finding in report.findings if finding.status in ("warn", "critical")
     ]
@@ -102,6 +112,8 @@ async def with_changes(
 
 def change_markers(changes: ChangesReport | None) -> list[Marker]:
     """Mark each onset, and each suspect change, on the key metrics graph."""
+    from commands.graph import Marker
+
     if changes is None:
         return []
     markers = [
