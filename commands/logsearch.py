@@ -158,12 +158,32 @@ class SearchResult:
     left_out: int = 0  # matches beyond the cap
 
 
+def begin(paths: list[Path], text: str | list[str], cap: int = 10_000) -> None:
+    """Start `search(paths, text, cap)` now, in a forked process: that search takes its answer.
+
+    The terminal begins a lookup's scan before the rest of the command has loaded: both go on at once.
+    """
+    _begun[_key(paths, text, cap)] = _Forked(_search, paths, text, cap)
+
+
 def search(paths: Iterable[Path], text: str | list[str], cap: int = 10_000) -> SearchResult:
     """Find the lines containing `text` in every file (as `grep -F` would), then order them by time.
 
     With several texts, a line containing any of them (once). Texts are literal: nothing in them is
     a pattern.
     """
+    paths = list(paths)
+    if _begun:
+        begun = _begun.pop(_key(paths, text, cap), None)
+        for other in _begun.values():
+            other.wait()  # begun for a search that never came: not left behind
+        _begun.clear()
+        if begun is not None:
+            return begun.result()
+    return _search(paths, text, cap)
+
+
+def _search(paths: list[Path], text: str | list[str], cap: int) -> SearchResult:
     needles = [item.encode() for item in ([text] if isinstance(text, str) else text) if item]
     stats = ScanStats()
     records: list[Record] = []
@@ -187,6 +207,14 @@ def search(paths: Iterable[Path], text: str | list[str], cap: int = 10_000) -> S
         stats.add(file_stats)
     records.sort(key=_time_order)
     return SearchResult(records, stats, left_out)
+
+
+# Searches begun ahead of need (by begin), by what they search.
+_begun: dict[tuple[tuple[str, ...], tuple[str, ...], int], _Forked[SearchResult]] = {}
+
+
+def _key(paths: list[Path], text: str | list[str], cap: int) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    return tuple(map(str, paths)), (text,) if isinstance(text, str) else tuple(text), cap
 
 
 def _time_order(record: Record) -> tuple[datetime, str, int]:

@@ -27,6 +27,7 @@ from commands.triage import (
     LookupArgs,
     TriageArgs,
     TriageSources,
+    begin_lookup,
     parse_request_id,
     parse_trace_id,
     run_logs,
@@ -251,6 +252,33 @@ def test_a_big_file_is_searched_in_ranges_of_whole_lines_by_forked_processes(
     packed = tmp_path / "big.log.1.gz"
     packed.write_bytes(gzip.compress(body))
     assert len(logsearch.search([packed], TRACE).records) == 12
+
+
+def test_a_search_begun_ahead_answers_the_same_search_and_only_it(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text("".join(request_line(NOW + timedelta(seconds=i), "/p", 200, TRACE) for i in range(3)))
+    logsearch.begin([path], TRACE)
+    for begun_search in logsearch._begun.values():
+        begun_search.wait()  # its answer kept: written after, the line below is not in it
+    with path.open("a") as handle:
+        handle.write(request_line(NOW + timedelta(seconds=9), "/p", 200, TRACE))
+    begun = logsearch.search([path], TRACE)
+    assert len(begun.records) == 3 and begun.stats.files == 1
+    assert len(logsearch.search([path], TRACE).records) == 4
+    # A search begun for other arguments is not taken (and its process is waited for).
+    logsearch.begin([path], "something else")
+    assert len(logsearch.search([path], TRACE).records) == 4
+    assert not logsearch._begun
+
+
+async def test_a_lookup_begun_at_the_terminal_is_the_lookup_run(log_dir: Path) -> None:
+    args = LookupArgs(kind="trace", id=TRACE)
+    expected = await run_lookup(args, patterns(log_dir), None, timeout=1)
+    begin_lookup(args, patterns(log_dir))
+    assert logsearch._begun
+    begun = await run_lookup(args, patterns(log_dir), None, timeout=1)
+    assert not logsearch._begun
+    assert begun.model_dump(exclude={"duration_ms"}) == expected.model_dump(exclude={"duration_ms"})
 
 
 def test_what_a_search_process_raises_is_raised_here(tmp_path: Path) -> None:

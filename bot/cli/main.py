@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if name == "config":
         return _print_config(settings, as_json)
+    if name == "triage":
+        # A lookup's scan of the logs begins now, in forked processes, and goes on while the rest of
+        # the command loads and the databases answer; the run takes its answer.
+        from bot.runners.triage import begin
+
+        begin(settings, rest)
     from bot.observability import configure_logging
 
     # The terminal shows results; only errors of the bot itself go to stderr as log lines.

@@ -25,7 +25,7 @@ from commands.triage.args import (
 from commands.triage.checks_database import QUERY_SHOWN
 from commands.triage.command import run
 from commands.triage.judging import advice_of, overall
-from commands.triage.lookups import LOOKUP_AUDIT_LIMIT, describe_record, run_logs, run_lookup
+from commands.triage.lookups import LOOKUP_AUDIT_LIMIT, begin_lookup, describe_record, run_logs, run_lookup
 from commands.triage.models import (
     STATUS_ORDER,
     AdviceShown,
@@ -70,6 +70,7 @@ __all__ = [
     "TriageRun",
     "TriageSources",
     "advice_of",
+    "begin_lookup",
     "check_timeout",
     "describe_record",
     "new_run",

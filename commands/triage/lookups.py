@@ -117,6 +117,11 @@ def _scan(stats: logsearch.ScanStats, patterns: list[str]) -> Scan:
     )
 
 
+def begin_lookup(args: LookupArgs, log_paths: list[str]) -> None:
+    """Start the scan of the logs run_lookup(args, log_paths) will read, in a forked process."""
+    logsearch.begin(logsearch.expand(log_paths), json_forms(args.id))
+
+
 async def run_lookup(
     args: LookupArgs, log_paths: list[str], platform_db: PostgresAdapter | None, timeout: float
 ) -> LookupReport:
