@@ -275,7 +275,7 @@ COMMANDS: dict[str, CommandSpec] = {
         CommandSpec(
             name="triage",
             summary="the runbook's checks at once, worst first; trace, request and recent log lines",
-            usage=Ref("commands.triage.args", "USAGE"),
+            usage=Ref("commands.triage_grammar", "USAGE"),
             run=Ref("bot.runners.triage", "run"),
             slack=Ref("bot.render.triage", "slack"),
             terminal=Ref("bot.render.triage", "terminal"),

@@ -27,7 +27,6 @@ from commands.triage import (
     LookupArgs,
     TriageArgs,
     TriageSources,
-    begin_lookup,
     parse_request_id,
     parse_trace_id,
     run_logs,
@@ -274,7 +273,7 @@ def test_a_search_begun_ahead_answers_the_same_search_and_only_it(tmp_path: Path
 async def test_a_lookup_begun_at_the_terminal_is_the_lookup_run(log_dir: Path) -> None:
     args = LookupArgs(kind="trace", id=TRACE)
     expected = await run_lookup(args, patterns(log_dir), None, timeout=1)
-    begin_lookup(args, patterns(log_dir))
+    logsearch.begin(logsearch.expand(patterns(log_dir)), args.needles())  # as bot/cli/main.py does
     assert logsearch._begun
     begun = await run_lookup(args, patterns(log_dir), None, timeout=1)
     assert not logsearch._begun

@@ -54,11 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name == "config":
         return _print_config(settings, as_json)
     if name == "triage":
-        # A lookup's scan of the logs begins now, in forked processes, and goes on while the rest of
-        # the command loads and the databases answer; the run takes its answer.
-        from bot.runners.triage import begin
-
-        begin(settings, rest)
+        _begin_lookup(settings, rest)
     from bot.observability import configure_logging
 
     # The terminal shows results; only errors of the bot itself go to stderr as log lines.
@@ -74,6 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_gate_command(settings, name, rest, as_json))
     return asyncio.run(run_command(settings, name, rest, as_json, png_file))
+
+
+def _begin_lookup(settings: Settings, tokens: list[str]) -> None:
+    """Begin a lookup's scan of the logs now, in forked processes: it goes on while the rest of the
+    command loads and the databases answer, and the lookup takes its answer (commands/triage/lookups.py).
+    """
+    from commands import logsearch
+    from commands.base import UsageError
+    from commands.triage_grammar import LookupArgs, parse
+
+    try:
+        command = parse(tokens)
+    except UsageError:
+        return  # the run itself says what is wrong
+    if isinstance(command, LookupArgs):
+        logsearch.begin(logsearch.expand(settings.log_paths), command.needles())
 
 
 def _take_png(args: list[str]) -> tuple[list[str], str | None]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from bot.invocation import Invocation
+from bot.services import Services
 from commands import triage
-from commands.base import CommandResult, UsageError
+from commands.base import CommandResult
 
 if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.invocation import Invocation
-    from bot.services import Services
     from commands.changes import ChangesReport
     from commands.graph import Marker
     from commands.triage_checklist import Checklist
@@ -29,16 +28,6 @@ def sources(services: Services) -> triage.TriageSources:
         log_paths=settings.log_paths,
         backend_service=settings.backend_service,
     )
-
-
-def begin(settings: Settings, tokens: list[str]) -> None:
-    """Start a lookup's scan of the logs before the rest of the command loads (at the terminal)."""
-    try:
-        command = triage.parse(tokens)
-    except UsageError:
-        return  # the run itself says what is wrong
-    if isinstance(command, triage.LookupArgs):
-        triage.begin_lookup(command, settings.log_paths)
 
 
 async def run(services: Services, tokens: list[str], invocation: Invocation) -> CommandResult:

@@ -22,7 +22,7 @@ from bot.slack.posting import ChannelPacer, ResponseUrlSpent
 from bot.slack.reply import post_reply
 from commands.alert import Alert
 from commands.base import UsageError, format_duration
-from commands.triage.args import MAX_WINDOW, MIN_WINDOW
+from commands.triage_grammar import MAX_WINDOW, MIN_WINDOW
 
 log = get_logger("chatops.alert_triage")
 

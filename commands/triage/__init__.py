@@ -4,7 +4,25 @@ The checks come from the declarative checklist (commands/triage_checks.yaml); ea
 own timeout and turns into a finding: ok, warn, critical, or unknown when its source did not answer.
 """
 
-from commands.triage.args import (
+from commands.triage.checks_database import QUERY_SHOWN
+from commands.triage.command import run
+from commands.triage.judging import advice_of, overall
+from commands.triage.lookups import LOOKUP_AUDIT_LIMIT, describe_record, run_logs, run_lookup
+from commands.triage.models import (
+    STATUS_ORDER,
+    AdviceShown,
+    Evidence,
+    Finding,
+    LogEntry,
+    LogsReport,
+    LookupReport,
+    Scan,
+    Status,
+    TriageReport,
+)
+from commands.triage.orchestration import check_timeout, new_run, run_check, run_triage
+from commands.triage.sources import Measurement, TriageRun, TriageSources, utc_now
+from commands.triage_grammar import (
     DEFAULT_LOGS_LIMIT,
     DEFAULT_LOGS_SINCE,
     MAX_LOGS_LIMIT,
@@ -22,24 +40,6 @@ from commands.triage.args import (
     parse_trace_id,
     unparse,
 )
-from commands.triage.checks_database import QUERY_SHOWN
-from commands.triage.command import run
-from commands.triage.judging import advice_of, overall
-from commands.triage.lookups import LOOKUP_AUDIT_LIMIT, begin_lookup, describe_record, run_logs, run_lookup
-from commands.triage.models import (
-    STATUS_ORDER,
-    AdviceShown,
-    Evidence,
-    Finding,
-    LogEntry,
-    LogsReport,
-    LookupReport,
-    Scan,
-    Status,
-    TriageReport,
-)
-from commands.triage.orchestration import check_timeout, new_run, run_check, run_triage
-from commands.triage.sources import Measurement, TriageRun, TriageSources, utc_now
 
 __all__ = [
     "DEFAULT_LOGS_LIMIT",
@@ -70,7 +70,6 @@ __all__ = [
     "TriageRun",
     "TriageSources",
     "advice_of",
-    "begin_lookup",
     "check_timeout",
     "describe_record",
     "new_run",

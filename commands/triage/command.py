@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from commands.base import CommandResult
-from commands.triage.args import ChangesArgs, LogsArgs, LookupArgs, TriageCommand
 from commands.triage.lookups import run_logs, run_lookup
 from commands.triage.orchestration import run_triage
 from commands.triage.sources import TriageSources
 from commands.triage_checklist import Checklist
+from commands.triage_grammar import ChangesArgs, LogsArgs, LookupArgs, TriageCommand
 
 
 async def run(

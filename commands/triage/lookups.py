@@ -14,10 +14,9 @@ from adapters.postgres import PostgresAdapter
 from commands import logsearch
 from commands.base import format_duration
 from commands.formatting import elapsed_ms
-from commands.ids import json_forms
-from commands.triage.args import LogsArgs, LookupArgs
 from commands.triage.models import LogEntry, LogsReport, LookupReport, Scan, cut
 from commands.triage.sources import need, utc_now
+from commands.triage_grammar import LogsArgs, LookupArgs
 
 LOOKUP_AUDIT_LIMIT = 200
 
@@ -117,19 +116,14 @@ def _scan(stats: logsearch.ScanStats, patterns: list[str]) -> Scan:
     )
 
 
-def begin_lookup(args: LookupArgs, log_paths: list[str]) -> None:
-    """Start the scan of the logs run_lookup(args, log_paths) will read, in a forked process."""
-    logsearch.begin(logsearch.expand(log_paths), json_forms(args.id))
-
-
 async def run_lookup(
     args: LookupArgs, log_paths: list[str], platform_db: PostgresAdapter | None, timeout: float
 ) -> LookupReport:
     """Find every log line and audit row mentioning the id, in time order, reading logs and DB at once."""
     started = time.perf_counter()
+    # The terminal may have begun this very search (bot/cli/main.py): the same files, the same texts.
     files = logsearch.expand(log_paths)
-    # The id as JSON writes it: lines and rows are JSON text (a backslash doubled, and so on).
-    spellings = json_forms(args.id)
+    spellings = args.needles()
     found, audit = await asyncio.gather(
         asyncio.to_thread(logsearch.search, files, spellings),
         asyncio.wait_for(_audit_rows(platform_db, spellings[0], timeout), timeout),

@@ -12,7 +12,6 @@ from typing import Any
 from adapters.base import classify
 from commands.base import format_duration
 from commands.formatting import elapsed_ms
-from commands.triage.args import TriageArgs
 from commands.triage.checks_database import (
     measure_audit,
     measure_postgres_connections,
@@ -34,6 +33,7 @@ from commands.triage_checklist import (
     PostgresLocksCheck,
     PostgresSlowQueriesCheck,
 )
+from commands.triage_grammar import TriageArgs
 
 _Measure = Callable[[Any, TriageRun], Awaitable[Measurement]]
 # Each kind of check: the source it reads (shown in its finding) and the function that measures it.

@@ -15,7 +15,7 @@ from commands.base import (
     parse_duration,
     parse_positive_int,
 )
-from commands.ids import parse_id
+from commands.ids import json_forms, parse_id
 
 USAGE = (
     "/triage [window=5m] | trace <trace_id> | request <request_id>"
@@ -46,6 +46,10 @@ class LookupArgs(Model):
 
     kind: Literal["trace", "request"]
     id: str
+
+    def needles(self) -> list[str]:
+        """Return the texts the logs and audit rows hold the id as: JSON text (a backslash doubled...)."""
+        return json_forms(self.id)
 
 
 class LogsArgs(Model):
