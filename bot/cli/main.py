@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -214,4 +215,7 @@ def entrypoint() -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_DEGRADED
+    # Everything is written: on the way out the collector need not walk every object the imports
+    # made (it took 40 ms of a 450 ms trace lookup). Finalizers and exit handlers still run.
+    gc.freeze()
     sys.exit(code)
