@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -156,6 +157,9 @@ class SearchResult:
     records: list[Record]
     stats: ScanStats
     left_out: int = 0  # matches beyond the cap
+    # When the scan began (time.perf_counter, the same clock in every process): a search begun
+    # ahead of need began before whoever takes its answer asked for it.
+    started: float = field(default_factory=time.perf_counter)
 
 
 def begin(paths: list[Path], text: str | list[str], cap: int = 10_000) -> None:
@@ -184,6 +188,7 @@ def search(paths: Iterable[Path], text: str | list[str], cap: int = 10_000) -> S
 
 
 def _search(paths: list[Path], text: str | list[str], cap: int) -> SearchResult:
+    started = time.perf_counter()
     needles = [item.encode() for item in ([text] if isinstance(text, str) else text) if item]
     stats = ScanStats()
     records: list[Record] = []
@@ -206,7 +211,7 @@ def _search(paths: list[Path], text: str | list[str], cap: int) -> SearchResult:
             records.append(Record(str(path), index, record_time(data), data))
         stats.add(file_stats)
     records.sort(key=_time_order)
-    return SearchResult(records, stats, left_out)
+    return SearchResult(records, stats, left_out, started)
 
 
 # Searches begun ahead of need (by begin), by what they search.

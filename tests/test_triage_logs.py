@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -261,8 +262,10 @@ def test_a_search_begun_ahead_answers_the_same_search_and_only_it(tmp_path: Path
         begun_search.wait()  # its answer kept: written after, the line below is not in it
     with path.open("a") as handle:
         handle.write(request_line(NOW + timedelta(seconds=9), "/p", 200, TRACE))
+    asked = time.perf_counter()
     begun = logsearch.search([path], TRACE)
     assert len(begun.records) == 3 and begun.stats.files == 1
+    assert begun.started < asked  # a lookup's duration counts the scan from when it began
     assert len(logsearch.search([path], TRACE).records) == 4
     # A search begun for other arguments is not taken (and its process is waited for).
     logsearch.begin([path], "something else")

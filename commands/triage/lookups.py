@@ -153,7 +153,7 @@ async def run_lookup(
         left_out=found.left_out,
         scan=_scan(found.stats, log_paths),
         audit_problem=audit_problem,
-        duration_ms=elapsed_ms(started),
+        duration_ms=elapsed_ms(min(started, found.started)),  # a scan begun earlier counts whole
     )
 
 
