@@ -34,8 +34,8 @@ TIMESTAMP_KEYS = ("timestamp", "time", "ts", "@timestamp")
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _LEVEL_ALIASES = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}
 _SEARCH_BYTES = 64 << 10  # binary search stops when the range is this small
-# A plain file at least this big is searched by several processes, a range of it each: below it,
-# starting a process costs more than it saves.
+# A plain file is cut into ranges for several processes only if each gets at least this much of
+# it: for less, starting a process costs more than it saves.
 SPLIT_MIN_BYTES = 64 << 20
 # How many processes search one file: one per core this process may run on.
 SEARCH_PROCESSES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -167,7 +167,9 @@ def begin(paths: list[Path], text: str | list[str], cap: int = 10_000) -> None:
 
     The terminal begins a lookup's scan before the rest of the command has loaded: both go on at once.
     """
-    _begun[_key(paths, text, cap)] = _Forked(_search, paths, text, cap)
+    key = _key(paths, text, cap)
+    if key not in _begun:
+        _begun[key] = _Forked(_search, paths, text, cap)
 
 
 def search(paths: Iterable[Path], text: str | list[str], cap: int = 10_000) -> SearchResult:
