@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -294,6 +295,9 @@ class _Forked(Generic[T]):
             # parent's exit handlers or flushing its buffers a second time.
             try:
                 os.close(reader)
+                # A parent's event loop hears of signals through this descriptor: a signal to the
+                # child (Ctrl-C reaches the whole group) must not reach the loop a second time.
+                signal.set_wakeup_fd(-1)
                 try:
                     answer: tuple[bool, Any] = (True, function(*args))
                 except Exception as error:
