@@ -8,17 +8,15 @@ gives it the settings and the graphs of the incident's window, for the command a
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.followup_store import FollowupStore
 from adapters.incident_store import Incident, IncidentStore
 from bot.gate.authz import Role
 from bot.invocation import Invocation
-from bot.render.incident_stats import draw
 from bot.render.incident_workspace import update_modal
-from bot.runners.graph import incident_graphs_link, key_metrics_upload
 from bot.services import Services
 from bot.slack.errors import slack_error_code
 from bot.slack.incident_workspace import Workspace, present
@@ -27,6 +25,10 @@ from bot.slack.membership import channel_access
 from commands import incident as incident_command
 from commands.base import UsageError
 from commands.incident import ChannelAccess, IncidentArgs, IncidentResult
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 _READ_ONLY = frozenset({"timeline", "contacts", "stats"})
 
@@ -55,7 +57,11 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
     )
     if result.outcome == "stats":
         # The picture is for Slack; the terminal draws it only for --png.
-        return await draw(result) if invocation.source != "cli" else result
+        if invocation.source == "cli":
+            return result
+        from bot.render.incident_stats import draw
+
+        return await draw(result)
     if args.action == "declare":
         result = result.model_copy(update={"place": args.place or settings.incident_workspace})
     published = await present_change(services, client, store, result)
@@ -70,6 +76,9 @@ async def present_change(
     """Show a change in Slack with the settings' workspace and the graphs of the incident's window."""
 
     def links(incident: Incident, now: datetime) -> tuple[str, str] | None:
+        # The graphs' runner (pictures, the RCA's templates) loads only when a link is made.
+        from bot.runners.graph import incident_graphs_link
+
         return incident_graphs_link(services, incident, now)
 
     return await present(client, store, result, Workspace.of(services.settings), links)
@@ -100,6 +109,8 @@ async def attach_graph(services: Services, client: AsyncWebClient, result: Incid
     incident = result.incident
     if incident is None or incident.header_ts is None:
         return result
+    from bot.runners.graph import key_metrics_upload
+
     upload = await key_metrics_upload(services)
     try:
         await client.files_upload_v2(

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.followup_store import FollowupStore
 from adapters.incident_store import Incident, IncidentStore
@@ -29,6 +29,10 @@ from commands.base import UsageError
 from commands.followups import FollowupFiling
 from commands.incident import check_access, is_user_id
 from commands.rca import RcaResult
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = get_logger("chatops.rca")
 

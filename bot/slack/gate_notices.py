@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.postgres import PostgresAdapter
 from bot.gate.gate import Approval
@@ -13,6 +14,10 @@ from bot.render.common import Message, mention
 from bot.render.gate import notice_message
 from bot.slack import incidents
 from bot.slack.errors import slack_error_code
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = get_logger("chatops.slack.gate")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import IncidentStore, Severity
 from adapters.postgres import PostgresAdapter
@@ -22,6 +22,10 @@ from bot.render.incident_workspace import reminder_message
 from bot.slack.errors import slack_error_code
 from commands.base import format_duration
 from commands.incident import format_minutes
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = get_logger("chatops.reminders")
 

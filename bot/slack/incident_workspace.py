@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import Incident, IncidentStore
 from bot.config import Settings
@@ -27,6 +27,10 @@ from bot.render.incident_workspace import announcement_message, channel_link_mes
 from bot.slack.errors import slack_error_code
 from bot.slack.incidents import publish
 from commands.incident import Contact, IncidentResult, Place, channel_name, is_user_id
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = get_logger("chatops.incident_workspace")
 

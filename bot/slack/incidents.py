@@ -16,10 +16,9 @@ parts of the bot use two calls:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.incident_store import Incident, IncidentStore
 from adapters.postgres import PostgresAdapter
@@ -28,6 +27,10 @@ from bot.render.common import section
 from bot.render.incident import event_message, header_message
 from bot.slack.errors import slack_error_code
 from commands.incident import Contact, IncidentResult, UserCheck, UserResolver
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = get_logger("chatops.incidents")
 

@@ -9,13 +9,18 @@ The terminal names its channel and is not asked.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.invocation import Invocation
 from bot.observability import get_logger
 from bot.slack.errors import slack_error_code
 from commands.incident import ChannelAccess
+
+if TYPE_CHECKING:
+    # The Slack SDK's async client brings aiohttp: the terminal, without Slack, never loads it.
+    from slack_sdk.web.async_client import AsyncWebClient
 
 log = get_logger("chatops.membership")
 
