@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlencode
 
 import asyncpg
@@ -22,13 +22,14 @@ from bot.config import Settings
 from bot.gate.authz import Role
 from bot.invocation import Invocation
 from bot.observability import get_logger
-from bot.render.common import Upload
-from bot.render.picture import render, upload_of
 from bot.services import Services
 from bot.slack.errors import slack_error_code
 from commands import graph
-from commands.rca import GraphLink
 from commands.triage_checklist import Checklist, ChecklistError, load_checklist, render_query
+
+if TYPE_CHECKING:
+    from bot.render.common import Upload
+    from commands.rca import GraphLink
 
 log = get_logger("chatops.graphs")
 
@@ -153,7 +154,11 @@ async def run(services: Services, tokens: list[str], invocation: Invocation) -> 
         resolution=timedelta(seconds=settings.graph_step_seconds),
         timeout=settings.graph_timeout_seconds,
     )
-    return await render(report) if invocation.source != "cli" else report
+    if invocation.source == "cli":
+        return report
+    from bot.render.picture import render  # the picture: for Slack (the terminal draws sparklines)
+
+    return await render(report)
 
 
 async def key_metrics_report(
@@ -184,6 +189,8 @@ async def key_metrics_report(
         timeout=settings.graph_timeout_seconds,
         end=end,
     )
+    from bot.render.picture import render
+
     return await render(report)
 
 
@@ -194,6 +201,8 @@ async def key_metrics_upload(
 
     Never fails for Prometheus or the state database: the picture says what is missing.
     """
+    from bot.render.picture import upload_of
+
     upload = upload_of(await key_metrics_report(services, since, end))
     assert upload is not None  # rendered just above
     return upload
@@ -210,6 +219,8 @@ def prometheus_links(services: Services, start: datetime, end: datetime) -> list
 
     `$window` is filled as /graph fills it: the checklist's window, widened to two of the page's steps.
     """
+    from commands.rca import GraphLink  # the RCA's model (and its GitHub client): for RCAs only
+
     checklist = checklist_of(services)
     named = graph.named_targets(checklist)
     minutes = max(1, int((end - start).total_seconds() // 60) + 1)
@@ -270,6 +281,8 @@ async def incident_graph_links(
     services: Services, channel: str | None, thread_ts: str | None, start: datetime, end: datetime
 ) -> list[GraphLink]:
     """Draw the incident's window into its thread (when Slack is there) and link it with Prometheus's."""
+    from commands.rca import GraphLink
+
     links = prometheus_links(services, start, end)
     client = services.slack.client if services.slack is not None else None
     if client is None or not channel:
