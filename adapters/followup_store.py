@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from adapters.incident_store import TimelineEvent
 from adapters.postgres import PostgresAdapter
@@ -27,6 +27,8 @@ _FILING_FIELDS = frozenset(
 
 class Followup(BaseModel):
     """One follow-up action of an incident, and the GitHub issue it was filed as."""
+
+    model_config = ConfigDict(defer_build=True)  # built when first used, not at import
 
     id: int
     incident_id: int

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from adapters.base import DependencyError
 
@@ -43,6 +43,8 @@ class GitHubError(Exception):
 
 class Issue(BaseModel):
     """The fields of a GitHub issue the bot uses."""
+
+    model_config = ConfigDict(defer_build=True)  # built when first used, not at import
 
     number: int
     html_url: str

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.postgres import PostgresAdapter
 from adapters.severity import SEVERITIES, Severity
@@ -28,6 +28,8 @@ _FILING_LOCK = 7_340_032
 
 class Incident(BaseModel):
     """One incident as recorded."""
+
+    model_config = ConfigDict(defer_build=True)  # built when first used, not at import
 
     id: int
     channel_id: str
@@ -79,6 +81,8 @@ class Incident(BaseModel):
 class TimelineEvent(BaseModel):
     """One entry of an incident's timeline: what happened, when, and who did it."""
 
+    model_config = ConfigDict(defer_build=True)  # built when first used, not at import
+
     id: int
     incident_id: int
     at: datetime
@@ -90,6 +94,8 @@ class TimelineEvent(BaseModel):
 
 class AlertMessage(BaseModel):
     """The Slack message that shows one alert (by fingerprint)."""
+
+    model_config = ConfigDict(defer_build=True)  # built when first used, not at import
 
     fingerprint: str
     channel_id: str
@@ -107,6 +113,8 @@ class AlertMessage(BaseModel):
 
 class RcaDraft(BaseModel):
     """An RCA draft, kept until filed, and what was filed from it."""
+
+    model_config = ConfigDict(defer_build=True)  # built when first used, not at import
 
     incident_id: int
     language: str
