@@ -16,8 +16,8 @@ from bot.cli.usage import BOT_COMMANDS
 from bot.gate.mfa_command import parse as parse_mfa
 from bot.registry import COMMANDS
 from commands import audit, backup, graph, health, rca, restart, restore, rollback
+from commands import triage_grammar as triage
 from commands.base import UsageError
-from commands.triage import args as triage
 from sandbox import grammar as sandbox
 
 ROLLBACK = rollback.RollbackConfig(
