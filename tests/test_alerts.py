@@ -163,6 +163,22 @@ async def test_concurrent_deliveries_of_one_alert_post_one_message(fake_slack: F
     assert len(alert_posts(fake_slack)) == 1
 
 
+@pytest.mark.usefixtures("postgres")
+async def test_an_alert_storm_keeps_to_slacks_rate_in_the_channel(fake_slack: FakeSlack) -> None:
+    # Eight alerts at once, the first of them triaging itself into its thread meanwhile: the fake
+    # answers 429 past Slack's one post a second per channel; the bot paces every post instead.
+    storm = [
+        alertmanager_alert(fingerprint=f"{index:016x}", alertname=f"Storm{index}") for index in range(8)
+    ]
+    async with incident_bot(fake_slack, alert_triage_severity="critical") as bot:
+        answer = await send(bot, notification(*storm))
+        await bot.posted(lambda call: call.params.get("text", "").startswith("Triage:"), timeout=60)
+    assert answer.status_code == 200 and set(answer.json()["outcomes"].values()) == {"posted"}
+    assert len(alert_posts(fake_slack)) == 8
+    refused = [call for call in fake_slack.calls_to("chat.postMessage") if call.status == 429]
+    assert refused == [], f"{len(refused)} posts refused with 429"
+
+
 @pytest.mark.parametrize(
     ("header", "status"),
     [(None, 401), ("wrong-token", 401), ("alertmanager-secret", 200)],

@@ -96,6 +96,7 @@ class AlertTriage:
         try:
             if not await self._claim(group_key, message.fingerprint):
                 minutes = round(self.services.settings.alert_triage_cooldown_seconds / 60)
+                await self.pacer.wait_turn(message.channel_id)
                 await self.client.chat_postMessage(
                     channel=message.channel_id,
                     thread_ts=thread,

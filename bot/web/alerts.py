@@ -24,6 +24,7 @@ from adapters.incident_store import AlertMessage, Incident, IncidentStore
 from bot.observability import get_logger
 from bot.render.alert import alert_message
 from bot.services import Services
+from bot.slack.posting import ChannelPacer
 from bot.web.alert_triage import AlertTriage
 from bot.web.slack_requests import Refusal, read_body
 from commands.alert import Alert, Notification
@@ -34,9 +35,17 @@ Outcome = Literal["posted", "updated", "resolved", "ignored", "failed"]
 
 
 def alerts_endpoint(
-    services: Services, client: AsyncWebClient, triage: AlertTriage | None = None
+    services: Services,
+    client: AsyncWebClient,
+    triage: AlertTriage | None = None,
+    pacer: ChannelPacer | None = None,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Build the POST /alerts handler; with `triage`, alerts of its severity triage themselves."""
+    """Build the POST /alerts handler; with `triage`, alerts of its severity triage themselves.
+
+    New alerts' posts wait their turn with `pacer`, as every post to a channel does: in an alert
+    storm, Slack's one-a-second per channel is kept rather than refused with 429s.
+    """
+    pacer = pacer or ChannelPacer()
     settings = services.settings
     store = IncidentStore(services.state_db)
 
@@ -66,7 +75,7 @@ def alerts_endpoint(
             return JSONResponse({"error": "CHATOPS_INCIDENT_CHANNEL is not set"}, status_code=503)
         outcomes: dict[str, Outcome] = {}
         for alert in notification.alerts:
-            outcomes[alert.fingerprint] = await take(store, client, channel, notification, alert)
+            outcomes[alert.fingerprint] = await take(store, client, channel, notification, alert, pacer)
             if triage is not None and outcomes[alert.fingerprint] == "posted" and triage.wanted(alert):
                 posted = await store.alert_by_fingerprint(alert.fingerprint)
                 if posted is not None:
@@ -87,7 +96,12 @@ def _bearer_ok(header: str | None, token: str) -> bool:
 
 
 async def take(
-    store: IncidentStore, client: AsyncWebClient, channel: str, notification: Notification, alert: Alert
+    store: IncidentStore,
+    client: AsyncWebClient,
+    channel: str,
+    notification: Notification,
+    alert: Alert,
+    pacer: ChannelPacer,
 ) -> Outcome:
     """Post, edit or resolve one alert's message; never raise (the outcome says what happened)."""
     try:
@@ -103,6 +117,7 @@ async def take(
             if alert.status == "resolved" and (existing is None or existing.status == "resolved"):
                 return "ignored"  # nothing of ours to mark, or marked already
             if fresh:
+                await pacer.wait_turn(channel)
                 saved = await _post(client, channel, notification, alert, incident)
             else:
                 assert existing is not None

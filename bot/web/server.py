@@ -25,6 +25,7 @@ from bot.render.common import escape
 from bot.runtime import Runtime
 from bot.services import Services, build_slack_client
 from bot.slack.errors import slack_error_code
+from bot.slack.posting import ChannelPacer
 from bot.state import migrate, runtime_role
 from bot.web.alert_triage import AlertTriage
 from bot.web.alerts import alerts_endpoint
@@ -36,8 +37,11 @@ from bot.web.socket_mode import OnceSocketModeHandler
 log = get_logger("chatops.server")
 
 
-def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
+def build_web_app(services: Services, slack_app: AsyncApp, pacer: ChannelPacer | None = None) -> Starlette:
     """Build the HTTP app: metrics, liveness, alerts, and Slack's requests in HTTP mode only.
+
+    `pacer` is the bot's one pacer of posts per channel (the runtime's): alerts, their triages and
+    commands' results share each channel's rate.
 
     In Socket Mode, Slack's requests come over the websocket: /slack/events is not served at all,
     so nothing reaching the port can pass for Slack.
@@ -51,12 +55,13 @@ def build_web_app(services: Services, slack_app: AsyncApp) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    triage = AlertTriage(services, slack_app.client)
+    pacer = pacer or ChannelPacer()
+    triage = AlertTriage(services, slack_app.client, pacer)
     routes = [
         Route("/metrics", metrics, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         # Alertmanager's webhook (version 4): alerts into the incident channel.
-        Route("/alerts", alerts_endpoint(services, slack_app.client, triage), methods=["POST"]),
+        Route("/alerts", alerts_endpoint(services, slack_app.client, triage, pacer), methods=["POST"]),
     ]
     events: FastAck | None = None
     if not settings.socket_mode and settings.slack_signing_secret is not None:
@@ -117,7 +122,7 @@ async def prepare(settings: Settings) -> tuple[Runtime, AsyncApp, Starlette]:
     client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=client.timeout))
     slack_app = build_slack_app(runtime, client)
     await report_interrupted(runtime)
-    return runtime, slack_app, build_web_app(services, slack_app)
+    return runtime, slack_app, build_web_app(services, slack_app, runtime.pacer)
 
 
 async def report_interrupted(runtime: Runtime) -> None:
