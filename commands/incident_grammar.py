@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from adapters.incident_store import SEVERITIES, Severity
 from commands.base import Model, UsageError, parse_duration
@@ -41,19 +41,7 @@ Action = Literal[
     "contacts",
     "stats",
 ]
-ACTIONS: tuple[Action, ...] = (
-    "declare",
-    "update",
-    "note",
-    "sev",
-    "commander",
-    "role",
-    "followup",
-    "resolve",
-    "timeline",
-    "contacts",
-    "stats",
-)
+ACTIONS: tuple[Action, ...] = get_args(Action)
 _ALIASES: dict[str, Action] = {
     "severity": "sev",
     "ic": "commander",

@@ -73,6 +73,13 @@ def test_usage_read_without_running_its_module_is_the_modules_own() -> None:
         assert read_literal(module, attribute) == getattr(importlib.import_module(module), attribute)
 
 
+def test_the_incident_subcommands_help_lists_are_the_ones_its_grammar_takes() -> None:
+    # The registry names them without importing the grammar (a cold start); they must not drift.
+    from commands.incident_grammar import ACTIONS
+
+    assert COMMANDS["incident"].subcommands == ACTIONS
+
+
 def test_help_at_the_terminal_loads_no_settings_and_no_client_library() -> None:
     # A fresh interpreter, as `chatops` starts: what is imported, not how long it takes.
     heavy = (
