@@ -167,9 +167,7 @@ async def test_concurrent_deliveries_of_one_alert_post_one_message(fake_slack: F
 async def test_an_alert_storm_keeps_to_slacks_rate_in_the_channel(fake_slack: FakeSlack) -> None:
     # Eight alerts at once, the first of them triaging itself into its thread meanwhile: the fake
     # answers 429 past Slack's one post a second per channel; the bot paces every post instead.
-    storm = [
-        alertmanager_alert(fingerprint=f"{index:016x}", alertname=f"Storm{index}") for index in range(8)
-    ]
+    storm = [alertmanager_alert(fingerprint=f"{index:016x}", alertname=f"Storm{index}") for index in range(8)]
     async with incident_bot(fake_slack, alert_triage_severity="critical") as bot:
         answer = await send(bot, notification(*storm))
         await bot.posted(lambda call: call.params.get("text", "").startswith("Triage:"), timeout=60)
