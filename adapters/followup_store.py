@@ -5,10 +5,7 @@ Beside `incident_store.py` (the incidents themselves); the SQL of follow-ups liv
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +13,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from adapters.incident_store import TimelineEvent
-from adapters.postgres import PostgresAdapter
+from adapters.postgres import StateRepository
 
 _COLUMNS = """id, incident_id, text, owner, created_by, created_at, issue_number, issue_url, issue_state,
     filed_body_sha256, create_attempted_at, last_error"""
@@ -48,19 +45,10 @@ def _followup(row: asyncpg.Record | None) -> Followup | None:
     return Followup(**dict(row)) if row is not None else None
 
 
-class FollowupStore:
+class FollowupStore(StateRepository):
     """The repository of follow-ups over the bot's state database."""
 
     name = "followups"
-
-    def __init__(self, state_db: PostgresAdapter, timeout: float | None = None) -> None:
-        self.state_db = state_db
-        self.timeout = timeout if timeout is not None else max(state_db.timeout, 5.0)
-
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
-        async with asyncio.timeout(self.timeout), self.state_db.connection() as conn:
-            yield conn
 
     async def add(
         self,

@@ -5,7 +5,6 @@ Every statement runs within the adapter's timeout; the SQL of incidents lives he
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.postgres import PostgresAdapter
+from adapters.postgres import StateRepository
 from adapters.severity import SEVERITIES, Severity
 
 __all__ = ["SEVERITIES", "Severity"]
@@ -179,20 +178,10 @@ def _alert(row: asyncpg.Record | None) -> AlertMessage | None:
     return AlertMessage(**data)
 
 
-class IncidentStore:
+class IncidentStore(StateRepository):
     """The repository of incidents over the bot's state database."""
 
     name = "incidents"
-
-    def __init__(self, state_db: PostgresAdapter, timeout: float | None = None) -> None:
-        self.state_db = state_db
-        # Bookkeeping queries are small; a few seconds is generous and still bounds a hung server.
-        self.timeout = timeout if timeout is not None else max(state_db.timeout, 5.0)
-
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
-        async with asyncio.timeout(self.timeout), self.state_db.connection() as conn:
-            yield conn
 
     # --- incidents ---------------------------------------------------------------------------------
 

@@ -115,6 +115,20 @@ class PostgresAdapter:
         return ClockReading(server=server, sent=sent, received=received)
 
 
+class StateRepository:
+    """A repository over the bot's state database: each use of it bounded by one timeout."""
+
+    def __init__(self, state_db: PostgresAdapter, timeout: float | None = None) -> None:
+        self.state_db = state_db
+        # Bookkeeping queries are small; a few seconds is generous and still bounds a hung server.
+        self.timeout = timeout if timeout is not None else max(state_db.timeout, 5.0)
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        async with asyncio.timeout(self.timeout), self.state_db.connection() as conn:
+            yield conn
+
+
 @dataclass(frozen=True)
 class Activity:
     """What pg_stat_activity and pg_locks say, as the runbook's Verificar Banco de Dados reads them."""

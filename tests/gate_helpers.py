@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
 
+from bot.config import Settings
 from bot.gate.gate import Approval, Confirmation
 from bot.gate.mfa import code_at
 from bot.invocation import Invocation
@@ -180,3 +182,18 @@ def drill_command() -> Iterator[None]:
     yield
     COMMANDS.pop("drill", None)
     COMMANDS.pop("drill2", None)
+
+
+async def terminal_gate_settings(database: str, anchors: Path, **overrides: Any) -> Settings:
+    """Settings for the gate at the terminal over a fresh state database, migrated, the drill at 0."""
+    dsn = await recreate_database(database)
+    settings = make_settings(
+        state_database_url=dsn, secret_key=SECRET_KEY, trail_anchor_store=str(anchors), **overrides
+    )
+    runtime = Runtime.build(settings)
+    try:
+        await migrate(runtime.services.state_db)
+        await runtime.services.redis.client.delete(DRILL_KEY)
+    finally:
+        await runtime.services.aclose()
+    return settings

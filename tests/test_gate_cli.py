@@ -16,13 +16,10 @@ from bot.cli.gate import run_gate_command
 from bot.cli.main import run_command
 from bot.config import Settings
 from bot.runtime import Runtime
-from bot.state import migrate
-from tests.conftest import make_settings, recreate_database
 from tests.gate_helpers import (
-    DRILL_KEY,
-    SECRET_KEY,
     drill_command,  # noqa: F401  (autouse fixture)
     drill_value,
+    terminal_gate_settings,
 )
 
 OPERATOR = "U0CLIOPS1"
@@ -34,21 +31,9 @@ pytestmark = pytest.mark.usefixtures("postgres", "redis")
 
 @pytest.fixture
 async def cli_settings(tmp_path: Path) -> Settings:
-    dsn = await recreate_database("chatops_test_gate_cli")
-    settings = make_settings(
-        state_database_url=dsn,
-        secret_key=SECRET_KEY,
-        operators=[OPERATOR],
-        cli_user=OPERATOR,
-        trail_anchor_store=str(tmp_path / "anchors"),
+    return await terminal_gate_settings(
+        "chatops_test_gate_cli", tmp_path / "anchors", operators=[OPERATOR], cli_user=OPERATOR
     )
-    runtime = Runtime.build(settings)
-    try:
-        await migrate(runtime.services.state_db)
-        await runtime.services.redis.client.delete(DRILL_KEY)
-    finally:
-        await runtime.services.aclose()
-    return settings
 
 
 @pytest.fixture

@@ -54,8 +54,6 @@ from bot.render.gate import (
 from bot.render.incident_workspace import channel_link_message, resolution_message
 from bot.render.mfa import enroll_modal, enrollment_message, reset_modal
 from bot.render.steps import StepBars
-from bot.runtime import Runtime
-from bot.state import migrate
 from commands import rca as rca_command
 from commands.audit_results import AuditExport
 from commands.base import CommandResult
@@ -67,11 +65,9 @@ from commands.rca import RcaResult
 from commands.restore import BackupList
 from commands.triage import Finding, Scan
 from tests import test_render_escaping as built
-from tests.conftest import make_settings, recreate_database
 from tests.gate_helpers import (
-    DRILL_KEY,
-    SECRET_KEY,
     drill_command,  # noqa: F401  (autouse fixture: /drill, a destructive command for tests)
+    terminal_gate_settings,
 )
 
 # --- what each side must not show -----------------------------------------------------------------
@@ -672,22 +668,13 @@ def test_plain_turns_mrkdwn_into_terminal_text(mrkdwn: str, text: str) -> None:
 
 @pytest.fixture
 async def cli_settings(tmp_path: Path) -> Settings:
-    dsn = await recreate_database("chatops_test_render_both_ways")
-    settings = make_settings(
-        state_database_url=dsn,
-        secret_key=SECRET_KEY,
+    return await terminal_gate_settings(
+        "chatops_test_render_both_ways",
+        tmp_path / "anchors",
         operators=[ALICE, ADMIN],
         mfa_admins=[ADMIN],
         cli_user=ALICE,
-        trail_anchor_store=str(tmp_path / "anchors"),
     )
-    runtime = Runtime.build(settings)
-    try:
-        await migrate(runtime.services.state_db)
-        await runtime.services.redis.client.delete(DRILL_KEY)
-    finally:
-        await runtime.services.aclose()
-    return settings
 
 
 @pytest.fixture
